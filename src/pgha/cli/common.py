@@ -1,0 +1,42 @@
+"""The root group and the options every command shares (--spec, --format)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pgha import __version__, spec as spec_mod
+from pgha.cli.output import FORMATS, err
+from pgha.spec import ClusterSpec
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="pgha")
+def cli() -> None:
+    """pgha: the PostgreSQL HA stack (etcd + Patroni + HAProxy + keepalived), as software.
+
+    Start with `pgha lab up` (the whole six-host stack on this machine) or `pgha init`.
+    """
+
+
+def spec_option(f: Any) -> Any:
+    return click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=None,
+                        help="Cluster spec file (default: ./cluster.yml).")(f)
+
+
+def format_option(f: Any) -> Any:
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="pretty", show_default=True,
+                        help="Output format.")(f)
+
+
+def load_spec(spec_path: str | None, *, lab_fallback: bool = False) -> ClusterSpec:
+    """The spec from --spec, else ./cluster.yml, else (lab commands) the built-in lab spec."""
+    if spec_path is None:
+        default = Path(spec_mod.DEFAULT_SPEC_FILE)
+        if not default.exists() and lab_fallback:
+            err.print("[dim]no ./cluster.yml: using the built-in lab spec (`pgha init --lab` writes it)[/]")
+            return spec_mod.parse(spec_mod.default_data(lab=True), "(built-in lab spec)")
+        spec_path = str(default)
+    return spec_mod.load(spec_path)

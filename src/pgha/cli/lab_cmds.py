@@ -1,0 +1,178 @@
+"""pgha lab up|down|status|logs|kill|stop|start|isolate|heal, pgha verify, pgha dsn."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from pgha.cli.common import cli, format_option, load_spec, spec_option
+from pgha.cli.output import ConsoleReporter, emit, err, table
+from pgha.errors import CheckFailed, UsageError
+from pgha.lab.control import FAULT_SERVICES, Lab
+from pgha.probe import Credentials
+from pgha.probe.pg import dsn as make_dsn
+from pgha.spec import ClusterSpec
+from pgha.verify import Report, verify
+
+
+def _lab(spec_path: str | None) -> Lab:
+    return Lab(load_spec(spec_path, lab_fallback=True))
+
+
+def print_report(report: Report, fmt: str) -> None:
+    rows = [("[green]PASS[/]" if c.passed else "[red]FAIL[/]", c.name, c.expected, c.seen)
+            for c in report.checks]
+    emit(report.as_dict(), fmt, table(f"pgha verify ({report.seconds:.1f} s)",
+                                      ["", "check", "expected", "seen"], rows))
+
+
+def run_verify(spec: ClusterSpec, fmt: str, lab: Lab | None) -> None:
+    report = verify(spec, Credentials.of(spec), lab.transport if lab else None)
+    print_report(report, fmt)
+    if not report.passed:
+        failed = [c.name for c in report.checks if not c.passed]
+        raise CheckFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+@cli.group()
+def lab() -> None:
+    """The seed's six-host cluster running for real on this machine (network namespaces)."""
+
+
+@lab.command("up")
+@spec_option
+@format_option
+@click.option("--no-verify", is_flag=True, help="Skip the final `pgha verify`.")
+def lab_up(spec_path: str | None, fmt: str, no_verify: bool) -> None:
+    """Bring the lab up in the seed's order, then verify it."""
+    the_lab = _lab(spec_path)
+    t0 = time.monotonic()
+    try:
+        timings = the_lab.up(ConsoleReporter())
+    except KeyboardInterrupt:
+        err.print("interrupted: taking the half-built lab down")
+        the_lab.down()
+        raise
+    err.print(f"lab {the_lab.spec.name} is up in {time.monotonic() - t0:.1f} s "
+              f"({len(timings.steps)} steps); VIP {the_lab.spec.vip.address}:{the_lab.spec.ports.postgresql}")
+    if not no_verify:
+        run_verify(the_lab.spec, fmt, the_lab)
+    err.print('connect: psql "$(pgha dsn --vip)"')
+
+
+@lab.command("down")
+@spec_option
+@click.option("--keep-data", is_flag=True, help="Keep the state directory (data, certificates, logs).")
+def lab_down(spec_path: str | None, keep_data: bool) -> None:
+    """Stop every process by pid, remove namespaces and bridge, and (unless kept) the data."""
+    t0 = time.monotonic()
+    done = _lab(spec_path).down(keep_data=keep_data)
+    for line in done:
+        err.print(line)
+    err.print(f"lab down in {time.monotonic() - t0:.1f} s")
+
+
+@lab.command("status")
+@spec_option
+@format_option
+def lab_status(spec_path: str | None, fmt: str) -> None:
+    """Every lab process: node, service, state, pid; and the VIP holder."""
+    the_lab = _lab(spec_path)
+    rows = the_lab.processes()
+    spec = the_lab.spec
+    holders = [n.name for n in spec.haproxy_nodes
+               if the_lab.network.holds_address(n, str(spec.vip.address))]
+    isolated = [n.name for n in spec.nodes if the_lab.network.is_isolated(n)]
+    data = {"cluster": spec.name, "processes": [r.__dict__ for r in rows],
+            "vip": {"address": str(spec.vip.address), "holders": holders}, "isolated": isolated}
+    emit(data, fmt, table(f"lab {spec.name}: VIP {spec.vip.address} on {', '.join(holders) or 'nobody'}"
+                          + (f"; isolated: {', '.join(isolated)}" if isolated else ""),
+                          ["node", "service", "state", "pid"],
+                          [(r.node, r.service, r.state, r.pid) for r in rows]))
+
+
+@lab.command("logs")
+@spec_option
+@click.argument("node")
+@click.argument("service", required=False)
+@click.option("-n", "--lines", default=50, show_default=True)
+def lab_logs(spec_path: str | None, node: str, service: str | None, lines: int) -> None:
+    """Show the last lines of a node's service logs (all its services by default)."""
+    the_lab = _lab(spec_path)
+    n = the_lab.spec.node(node)
+    services = [service] if service else list(the_lab.transport.services_of(n))
+    for s in services:
+        if s not in the_lab.transport.services_of(n):
+            raise UsageError(f"{n.name} runs no {s}")
+        click.echo(f"==> {n.name} {s} <==")
+        click.echo(the_lab.transport.logs(n, s, lines))
+
+
+def _fault(verb: str) -> None:
+    @lab.command(verb, help={"stop": "Stop a service and hold it down.", "start": "Start a stopped service.",
+                             }[verb])
+    @spec_option
+    @click.argument("node")
+    @click.argument("service", type=click.Choice(FAULT_SERVICES))
+    def command(spec_path: str | None, node: str, service: str) -> None:
+        err.print(getattr(_lab(spec_path), verb)(node, service))
+
+
+_fault("stop")
+_fault("start")
+
+
+@lab.command("kill")
+@spec_option
+@click.argument("node")
+@click.argument("service", type=click.Choice(FAULT_SERVICES))
+@click.option("--signal", "sig", default="KILL", show_default=True, help="Signal name (KILL, TERM, STOP...).")
+def lab_kill(spec_path: str | None, node: str, service: str, sig: str) -> None:
+    """Signal a service (`postgres` = the postmaster); its restart policy then applies."""
+    err.print(_lab(spec_path).kill(node, service, sig))
+
+
+@lab.command("isolate")
+@spec_option
+@click.argument("node")
+def lab_isolate(spec_path: str | None, node: str) -> None:
+    """Cut a node off the network (its processes keep running)."""
+    err.print(_lab(spec_path).isolate(node))
+
+
+@lab.command("heal")
+@spec_option
+@click.argument("node")
+def lab_heal(spec_path: str | None, node: str) -> None:
+    """Put an isolated node back on the network."""
+    err.print(_lab(spec_path).heal(node))
+
+
+@cli.command("verify")
+@spec_option
+@format_option
+def verify_cmd(spec_path: str | None, fmt: str) -> None:
+    """The seed's section 12 checks plus TLS properties; exit 0 only if all pass."""
+    spec = load_spec(spec_path, lab_fallback=True)
+    the_lab = Lab(spec)
+    run_verify(spec, fmt, the_lab if the_lab.transport.supervisor.is_running() else None)
+
+
+@cli.command("dsn")
+@spec_option
+@click.option("--vip", "target", flag_value="vip", default=True, help="Through the VIP (the primary).")
+@click.option("--replicas", "target", flag_value="replicas", help="Through the VIP's read-only port.")
+@click.option("--node", "node", default=None, help="Directly to one PostgreSQL node.")
+@click.option("--dbname", default="postgres", show_default=True)
+def dsn_cmd(spec_path: str | None, target: str, node: str | None, dbname: str) -> None:
+    """Print a libpq DSN (verify-full against the CA): psql "$(pgha dsn --vip)"."""
+    spec = load_spec(spec_path, lab_fallback=True)
+    creds = Credentials.of(spec)
+    if node:
+        host, port = str(spec.node(node).address), spec.ports.postgresql
+    elif target == "replicas":
+        host, port = str(spec.vip.address), spec.ports.postgresql_replicas
+    else:
+        host, port = str(spec.vip.address), spec.ports.postgresql
+    click.echo(make_dsn(host, port, creds, dbname=dbname, connect_timeout=5))

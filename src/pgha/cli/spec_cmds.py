@@ -1,0 +1,108 @@
+"""pgha init, spec schema/check, certs, certs check, render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from pgha import render_out
+from pgha import spec as spec_mod
+from pgha.cli.common import cli, format_option, load_spec, spec_option
+from pgha.cli.output import emit, err, table
+from pgha.errors import CheckFailed, UsageError
+from pgha.layout import StateLayout
+from pgha.pki import check_pki, ensure_pki
+from pgha.secrets import ensure_secrets
+
+
+@cli.command()
+@click.option("--lab", is_flag=True, help="The lab's spec: 10.203.0.0/24, interface eth0, bridge .1.")
+@click.option("-o", "--output", "output", default=spec_mod.DEFAULT_SPEC_FILE, show_default=True,
+              type=click.Path(dir_okay=False), help="Where to write the spec.")
+@click.option("--name", default="postgresql-cluster", show_default=True, help="Cluster name (Patroni scope).")
+@click.option("--subnet", default=None, help="Subnet for the six hosts (the seed's last octets are kept).")
+@click.option("--profile", type=click.Choice([p.value for p in spec_mod.Profile]), default="seed",
+              show_default=True, help="Failover timings: the seed's, or the fastest safe ones.")
+@click.option("--force", is_flag=True, help="Overwrite an existing spec file.")
+def init(lab: bool, output: str, name: str, subnet: str | None, profile: str, force: bool) -> None:
+    """Write the default spec (the seed's six hosts and VIP) and generate the cluster's secrets."""
+    path = Path(output)
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists", hint="pass --force to overwrite it, or -o another file")
+    data = spec_mod.default_data(lab=lab, subnet=subnet, name=name, profile=spec_mod.Profile(profile))
+    spec = spec_mod.parse(data, str(path))  # never write a spec we would refuse to read
+    path.write_text(spec_mod.dump(data))
+    ensure_secrets(StateLayout(spec.state_dir))
+    err.print(f"wrote {path} ({len(spec.nodes)} nodes, VIP {spec.vip.address}); "
+              f"secrets in {StateLayout(spec.state_dir).secrets} (0600)")
+
+
+@cli.group("spec")
+def spec_group() -> None:
+    """The cluster spec: its JSON schema, and validation."""
+
+
+@spec_group.command("schema")
+def spec_schema() -> None:
+    """Print the JSON schema of cluster.yml."""
+    click.echo(json.dumps(spec_mod.json_schema(), indent=2))
+
+
+@spec_group.command("check")
+@spec_option
+def spec_check(spec_path: str | None) -> None:
+    """Validate a spec file and summarise it."""
+    spec = load_spec(spec_path)
+    err.print(f"ok: cluster {spec.name}, {len(spec.postgres_nodes)} postgres + {len(spec.haproxy_nodes)} "
+              f"haproxy nodes, VIP {spec.vip.address}, profile {spec.profile.value}, "
+              f"ttl/loop_wait/retry {spec.dcs.ttl}/{spec.dcs.loop_wait}/{spec.dcs.retry_timeout}")
+
+
+@cli.group("certs", invoke_without_command=True)
+@spec_option
+@click.pass_context
+def certs(ctx: click.Context, spec_path: str | None) -> None:
+    """Create the CA and every certificate (idempotent: valid ones are kept)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    spec = load_spec(spec_path)
+    state = StateLayout(spec.state_dir)
+    report = ensure_pki(spec, state)
+    ensure_secrets(state)
+    for action in report.actions:
+        why = f" ({action.reason})" if action.reason else ""
+        err.print(f"{action.action.value:9} {action.path.name}{why}")
+    err.print(f"PKI in {report.directory}")
+
+
+@certs.command("check")
+@spec_option
+@format_option
+def certs_check(spec_path: str | None, fmt: str) -> None:
+    """List each certificate, its SANs and expiry; flag missing SANs, usage, chain, expiry < 30 days."""
+    spec = load_spec(spec_path)
+    statuses = check_pki(spec, StateLayout(spec.state_dir))
+    data = [{"name": s.name, "path": str(s.path), "common_name": s.common_name, "sans": list(s.sans),
+             "not_after": s.not_after.isoformat() if s.not_after else None, "days_left": s.days_left,
+             "problems": list(s.problems)} for s in statuses]
+    rows = [(s.name, s.common_name, ", ".join(s.sans), s.days_left,
+             "[green]ok[/]" if s.ok else "[red]" + "; ".join(s.problems) + "[/]") for s in statuses]
+    emit(data, fmt, table("certificates", ["file", "CN", "SANs", "days left", "status"], rows))
+    bad = [s for s in statuses if not s.ok]
+    if bad:
+        raise CheckFailed(f"{len(bad)} certificate(s) with problems", hint="run `pgha certs` to (re)issue them")
+
+
+@cli.command()
+@spec_option
+@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False),
+              help="Directory to write DIR/<node>/<absolute path> into.")
+def render(spec_path: str | None, out_dir: str) -> None:
+    """Write every node's files (configs, certificates, units) as they go on real servers."""
+    spec = load_spec(spec_path)
+    written = render_out.write_tree(spec, Path(out_dir))
+    for node, count in written.items():
+        err.print(f"{node}: {count} files")
+    err.print(f"rendered into {out_dir}/ (owners and modes in {out_dir}/MANIFEST.tsv)")

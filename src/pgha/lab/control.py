@@ -1,0 +1,211 @@
+"""The lab as a whole: up (network, PKI, plans, the seed's sequence, verify), down, status, faults."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgha.errors import MissingPrerequisite, UsageError
+from pgha.lab.network import LabNetwork, existing_namespaces, ip
+from pgha.layout import NodeLayout, StateLayout
+from pgha.orchestrate import Orchestrator, Reporter, Timings
+from pgha.pki import ensure_pki
+from pgha.plan import CertFiles, NodePlan, build
+from pgha.secrets import ensure_secrets
+from pgha.service import SERVICES
+from pgha.spec import ClusterSpec, Node
+from pgha.transport.netns import NetnsTransport
+
+FAULT_SERVICES = (*SERVICES, "postgres")
+
+
+def check_prerequisites(spec: ClusterSpec) -> None:
+    """Root, namespaces and the engines' binaries, with what to install when one is missing."""
+    if os.geteuid() != 0:
+        raise MissingPrerequisite("the lab needs root (network namespaces, system users, daemons)",
+                                  hint="run it as root, e.g. `sudo .venv/bin/pgha lab up`")
+    needed = {
+        spec.etcd_bin: "apt-get install etcd-server etcd-client",
+        "/usr/sbin/haproxy": "apt-get install haproxy",
+        "/usr/sbin/keepalived": "apt-get install keepalived",
+        f"{spec.pg_bin_dir}/pg_ctl": f"apt-get install postgresql-{spec.postgresql.version}",
+        f"{spec.paths.patroni_venv}/bin/patroni": "run scripts/bootstrap.sh (builds Patroni's virtualenv)",
+        shutil.which("setfacl") or "/usr/bin/setfacl": "apt-get install acl",
+        shutil.which("setpriv") or "/usr/bin/setpriv": "apt-get install util-linux",
+    }
+    missing = [(path, fix) for path, fix in needed.items() if not Path(path).exists()]
+    if missing:
+        raise MissingPrerequisite("missing: " + ", ".join(p for p, _ in missing),
+                                  hint="; ".join(sorted({f for _, f in missing})))
+    probe = subprocess.run(["ip", "netns", "add", "pgha-probe-ns"], capture_output=True, text=True)
+    if probe.returncode != 0 and "File exists" not in probe.stderr:
+        raise MissingPrerequisite(f"cannot create network namespaces: {probe.stderr.strip()}",
+                                  hint="run on a Linux host (or a privileged container) as root")
+    subprocess.run(["ip", "netns", "del", "pgha-probe-ns"], capture_output=True)
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    node: str
+    service: str
+    state: str
+    pid: int | None
+
+
+class Lab:
+    """One cluster's lab on this machine."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        self.state = StateLayout(spec.state_dir)
+        self.network = LabNetwork(spec)
+        self.transport = NetnsTransport(spec, self.state)
+
+    # -- up ---------------------------------------------------------------------------------
+    def plans(self) -> list[NodePlan]:
+        secrets = ensure_secrets(self.state)
+        return [build(self.spec, node, CertFiles.load(self.state, self.spec, node), secrets,
+                      root=str(self.state.node_root(node))) for node in self.spec.nodes]
+
+    def is_up(self) -> bool:
+        if not self.transport.supervisor.is_running():
+            return False
+        return all(i.get("statename") == "RUNNING" for i in self.transport.supervisor.all_info())
+
+    def up(self, reporter: Reporter | None = None) -> Timings:
+        check_prerequisites(self.spec)
+        self._check_subnet_free()
+        orch = Orchestrator(self.spec, self.transport, reporter)
+        with orch.step("clean up a previous or half-built lab"):
+            if self.is_up():
+                return orch.timings  # already running: nothing to redo
+            if self.network.exists() or self.transport.supervisor.pid() or self.state.nodes.exists():
+                self.down(keep_pki=True)
+        with orch.step("network: bridge and namespaces"):
+            self.network.create()
+            self.state.nodes.mkdir(parents=True, exist_ok=True)
+            self.state.root.chmod(0o755)
+        with orch.step("PKI and secrets"):
+            ensure_pki(self.spec, self.state)
+            plans = self.plans()
+        return orch.bring_up(plans)
+
+    def _check_subnet_free(self) -> None:
+        """Another lab (another cluster name) on the same subnet would fight over addresses."""
+        out = ip("-o", "-4", "addr", "show", check=False).stdout
+        for line in out.splitlines():
+            dev = line.split()[1]
+            if f" {self.spec.bridge_address}/" in line and dev != self.network.names.bridge:
+                raise UsageError(f"{self.spec.bridge_address} is already used by {dev} on this machine "
+                                 "(another lab?)", hint="give this lab another subnet in its spec, or "
+                                                         "take the other lab down")
+
+    # -- down -------------------------------------------------------------------------------
+    def down(self, keep_data: bool = False, keep_pki: bool = False) -> list[str]:
+        """Stop every process (by pid), remove namespaces and bridge, and unless kept the state."""
+        done: list[str] = []
+        self.transport.supervisor.shutdown(timeout=60)
+        # Anything still alive in our namespaces (e.g. a postmaster orphaned by a killed Patroni).
+        for ns in existing_namespaces():
+            if ns.startswith(self.network.names.prefix):
+                pids = ip("netns", "pids", ns, check=False).stdout.split()
+                for pid in pids:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                        done.append(f"killed pid {pid} in {ns}")
+                    except (ProcessLookupError, ValueError):
+                        pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+                ip("netns", "pids", ns, check=False).stdout.strip()
+                for ns in existing_namespaces() if ns.startswith(self.network.names.prefix)):
+            time.sleep(0.05)
+        done += self.network.destroy()
+        if not keep_data and self.state.root.exists():
+            if keep_pki:
+                for sub in (self.state.nodes, self.state.supervisor, self.state.logs):
+                    shutil.rmtree(sub, ignore_errors=True)
+            else:
+                shutil.rmtree(self.state.root, ignore_errors=True)
+            done.append(f"removed {self.state.root}" + (" (kept pki/ and secrets)" if keep_pki else ""))
+        return done
+
+    # -- status and faults ------------------------------------------------------------------
+    def require_running(self) -> None:
+        if not self.transport.supervisor.is_running():
+            raise UsageError(f"no lab is running for cluster {self.spec.name}", hint="start it: pgha lab up")
+
+    def processes(self) -> list[ProcessRow]:
+        self.require_running()
+        rows = []
+        for info in self.transport.supervisor.all_info():
+            node, _, service = info["name"].partition("--")
+            running = info.get("statename") == "RUNNING"
+            rows.append(ProcessRow(node, service, str(info.get("statename")).lower(),
+                                   int(info["pid"]) if running else None))
+            if service == "patroni":
+                pm = self.postmaster_pid(self.spec.node(node))
+                rows.append(ProcessRow(node, "postgres", "running" if pm else "stopped", pm))
+        return rows
+
+    def _service_node(self, node_name: str, service: str) -> Node:
+        node = self.spec.node(node_name)
+        if service not in FAULT_SERVICES:
+            raise UsageError(f"unknown service '{service}' (one of: {', '.join(FAULT_SERVICES)})")
+        runs = ("etcd", "patroni", "postgres") if node.is_postgres else ("haproxy", "keepalived")
+        if service not in runs:
+            raise UsageError(f"{node.name} runs no {service} (it runs {', '.join(runs)})")
+        return node
+
+    def postmaster_pid(self, node: Node) -> int | None:
+        pidfile = Path(NodeLayout(self.spec, node, str(self.state.node_root(node))).pg_data) / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def kill(self, node_name: str, service: str, sig: str = "KILL") -> str:
+        self.require_running()
+        node = self._service_node(node_name, service)
+        if service == "postgres":
+            pid = self.postmaster_pid(node)
+            if pid is None:
+                raise UsageError(f"no postmaster is running on {node.name}")
+            os.kill(pid, getattr(signal, f"SIG{sig.upper().removeprefix('SIG')}"))
+            return f"sent SIG{sig.upper().removeprefix('SIG')} to the postmaster (pid {pid}) on {node.name}"
+        pid = self.transport.state(node, service).pid
+        self.transport.kill(node, service, sig.upper().removeprefix("SIG"))
+        return f"sent SIG{sig.upper().removeprefix('SIG')} to {service} (pid {pid}) on {node.name}"
+
+    def stop(self, node_name: str, service: str) -> str:
+        self.require_running()
+        node = self._service_node(node_name, service)
+        if service == "postgres":
+            raise UsageError("postgres is managed by Patroni: stop patroni, or kill postgres")
+        self.transport.stop(node, service)
+        return f"stopped {service} on {node.name} (held down until `pgha lab start`)"
+
+    def start(self, node_name: str, service: str) -> str:
+        self.require_running()
+        node = self._service_node(node_name, service)
+        if service == "postgres":
+            raise UsageError("postgres is started by Patroni: start patroni")
+        self.transport.start(node, service)
+        return f"started {service} on {node.name}"
+
+    def isolate(self, node_name: str) -> str:
+        node = self.spec.node(node_name)
+        self.network.isolate(node)
+        return f"{node.name} is cut off the network (processes keep running)"
+
+    def heal(self, node_name: str) -> str:
+        node = self.spec.node(node_name)
+        self.network.heal(node)
+        return f"{node.name} is back on the network"

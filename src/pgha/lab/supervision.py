@@ -1,0 +1,193 @@
+"""The lab's init system: one supervisord per lab, one program per node and service.
+
+supervisord (a well-kept process supervisor) gives what systemd gives a server: a restart policy per
+service (mapped from the same :class:`~pgha.service.Service` that becomes a systemd unit), a log file
+per service, and start/stop/signal by name. Each program is a small wrapper script that loads the
+service's environment file, enters the node's network namespace and drops to the service's user —
+then ``exec``s the daemon, so supervisord's pid is the daemon's pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+from supervisor.xmlrpc import SupervisorTransport
+
+from pgha.errors import PghaError
+from pgha.layout import StateLayout
+from pgha.service import Service
+from pgha.spec import Node
+
+
+def program_name(node: Node, service: str) -> str:
+    return f"{node.name}--{service}"
+
+
+def _wrapper(netns: str, service: Service) -> str:
+    lines = ["#!/bin/sh", f"# pgha lab: {service.description} in {netns}", "set -e"]
+    if service.env_file:
+        lines.append(f"set -a; . {shlex.quote(service.env_file)}; set +a")
+    for key, value in service.environment:
+        lines.append(f"export {key}={shlex.quote(value)}")
+    if service.working_dir:
+        lines.append(f"cd {shlex.quote(service.working_dir)}")
+    drop = []
+    if service.user != "root":
+        drop = ["setpriv", f"--reuid={service.user}", f"--regid={service.group}", "--init-groups", "--"]
+    argv = ["ip", "netns", "exec", netns, *drop, *service.argv]
+    lines.append("exec " + " ".join(shlex.quote(a) for a in argv))
+    return "\n".join(lines) + "\n"
+
+
+def _program(name: str, wrapper: Path, log: Path, service: Service) -> str:
+    autorestart = {"always": "true", "on-failure": "unexpected", "no": "false"}[service.restart]
+    return "\n".join([
+        f"[program:{name}]",
+        f"command={wrapper}",
+        "autostart=false",
+        f"autorestart={autorestart}",
+        "exitcodes=0",
+        "startsecs=1",
+        "startretries=1000",
+        f"stopsignal={service.stop_signal}",
+        f"stopwaitsecs={service.stop_timeout}",
+        # KillMode=process (Patroni): signal the main process only; it stops PostgreSQL itself.
+        f"stopasgroup={'false' if service.kill_mode == 'process' else 'true'}",
+        f"killasgroup={'false' if service.kill_mode == 'process' else 'true'}",
+        "redirect_stderr=true",
+        f"stdout_logfile={log}",
+        "stdout_logfile_maxbytes=20MB",
+        "stdout_logfile_backups=1",
+        "",
+    ])
+
+
+class Supervisor:
+    """Controls the lab's supervisord over its unix socket (XML-RPC)."""
+
+    def __init__(self, state: StateLayout) -> None:
+        self.state = state
+        self.dir = state.supervisor
+        self.conf = self.dir / "supervisord.conf"
+        self.socket = self.dir / "supervisor.sock"
+        self.pidfile = self.dir / "supervisord.pid"
+
+    # -- configuration ------------------------------------------------------------------------
+    def write_config(self, programs: list[tuple[Node, str, Service]]) -> None:
+        """programs: (node, netns, service) for every service of the lab."""
+        bindir = self.dir / "bin"
+        bindir.mkdir(parents=True, exist_ok=True)
+        self.state.logs.mkdir(parents=True, exist_ok=True)
+        parts = [
+            "[unix_http_server]", f"file={self.socket}", "chmod=0700", "",
+            "[supervisord]", f"pidfile={self.pidfile}", f"logfile={self.state.logs / 'supervisord.log'}",
+            "logfile_maxbytes=5MB", "loglevel=info", f"directory={self.dir}", "minfds=1024", "",
+            "[rpcinterface:supervisor]",
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
+        ]
+        for node, netns, service in programs:
+            name = program_name(node, service.name)
+            wrapper = bindir / f"{name}.sh"
+            wrapper.write_text(_wrapper(netns, service))
+            wrapper.chmod(0o755)
+            parts.append(_program(name, wrapper, self.state.log_file(node, service.name), service))
+        self.conf.write_text("\n".join(parts))
+
+    # -- the daemon ---------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}").exists() else b""
+        return pid if b"supervisord" in cmdline else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self) -> None:
+        if self.is_running():
+            self.rpc.supervisor.reloadConfig()
+            return
+        self.socket.unlink(missing_ok=True)
+        proc = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
+                              capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise PghaError(f"supervisord did not start: {proc.stderr.strip() or proc.stdout.strip()}")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.rpc.supervisor.getState()["statename"] == "RUNNING":
+                    return
+            except (OSError, xmlrpc.client.Fault):
+                pass
+            time.sleep(0.05)
+        raise PghaError("supervisord did not answer on its socket within 10 s",
+                        details=str(self.state.logs / "supervisord.log"))
+
+    def shutdown(self, timeout: float = 60) -> None:
+        """Stop every program, then supervisord itself (by its pid if it does not answer)."""
+        pid = self.pid()
+        if pid is None:
+            return
+        try:
+            self.rpc.supervisor.stopAllProcesses(True)
+            self.rpc.supervisor.shutdown()
+        except (OSError, xmlrpc.client.Fault):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() == pid:
+            time.sleep(0.1)
+        if self.pid() == pid:
+            os.kill(pid, signal.SIGKILL)
+
+    @property
+    def rpc(self) -> Any:
+        transport = SupervisorTransport(None, None, serverurl=f"unix://{self.socket}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+    # -- programs -----------------------------------------------------------------------------
+    def info(self, name: str) -> dict[str, Any]:
+        try:
+            return dict(self.rpc.supervisor.getProcessInfo(name))
+        except xmlrpc.client.Fault as exc:
+            raise PghaError(f"the lab supervisor knows no program {name}: {exc.faultString}") from None
+
+    def all_info(self) -> list[dict[str, Any]]:
+        return [dict(i) for i in self.rpc.supervisor.getAllProcessInfo()]
+
+    def start_program(self, name: str) -> None:
+        try:
+            self.rpc.supervisor.startProcess(name, False)
+        except xmlrpc.client.Fault as exc:
+            if "ALREADY_STARTED" not in exc.faultString:
+                raise PghaError(f"could not start {name}: {exc.faultString}") from None
+
+    def stop_program(self, name: str) -> None:
+        try:
+            self.rpc.supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as exc:
+            if "NOT_RUNNING" not in exc.faultString:
+                raise PghaError(f"could not stop {name}: {exc.faultString}") from None
+
+    def signal_program(self, name: str, sig: str) -> None:
+        try:
+            self.rpc.supervisor.signalProcess(name, sig)
+        except xmlrpc.client.Fault as exc:
+            raise PghaError(f"could not signal {name}: {exc.faultString}") from None
+
+    def program_pid(self, name: str) -> int | None:
+        info = self.info(name)
+        return int(info["pid"]) if info.get("statename") == "RUNNING" and info.get("pid") else None

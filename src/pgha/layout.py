@@ -1,0 +1,167 @@
+"""Where each file lives on a node, and where pgha keeps its own state on the operator's machine.
+
+A node's paths are the seed's absolute paths (``/etc/etcd/certs/ca.crt``). In the lab every node
+shares one filesystem, so each node gets a root directory and every path is prefixed with it; the
+rendered configs then point at the prefixed paths. On a real server the root is empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgha.spec import ClusterSpec, Node
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """The absolute paths of one node's files, under ``root`` ("" on a real server)."""
+
+    spec: ClusterSpec
+    node: Node
+    root: str = ""
+
+    def at(self, path: str) -> str:
+        return f"{self.root.rstrip('/')}{path}" if self.root else path
+
+    # -- certificates (the seed's /etc/etcd/certs, one directory for etcd, Patroni and PostgreSQL) --
+    @property
+    def certs_dir(self) -> str:
+        return self.at(self.spec.paths.certs)
+
+    @property
+    def ca_crt(self) -> str:
+        return f"{self.certs_dir}/ca.crt"
+
+    @property
+    def etcd_crt(self) -> str:
+        return f"{self.certs_dir}/{etcd_cert_name(self.spec, self.node)}.crt"
+
+    @property
+    def etcd_key(self) -> str:
+        return f"{self.certs_dir}/{etcd_cert_name(self.spec, self.node)}.key"
+
+    @property
+    def server_crt(self) -> str:
+        return f"{self.certs_dir}/server.crt"
+
+    @property
+    def server_key(self) -> str:
+        return f"{self.certs_dir}/server.key"
+
+    @property
+    def server_pem(self) -> str:
+        return f"{self.certs_dir}/server.pem"
+
+    @property
+    def client_crt(self) -> str:
+        return f"{self.certs_dir}/client.crt"
+
+    @property
+    def client_key(self) -> str:
+        return f"{self.certs_dir}/client.key"
+
+    # -- etcd ---------------------------------------------------------------------------------
+    @property
+    def etcd_env(self) -> str:
+        return self.at(f"{self.spec.paths.etcd_conf}/etcd.env")
+
+    @property
+    def etcd_data(self) -> str:
+        return self.at(self.spec.paths.etcd_data)
+
+    # -- Patroni / PostgreSQL -------------------------------------------------------------------
+    @property
+    def patroni_config(self) -> str:
+        return self.at(f"{self.spec.paths.patroni_conf}/config.yml")
+
+    @property
+    def pg_home(self) -> str:
+        return self.at(self.spec.paths.pg_home)
+
+    @property
+    def pg_data(self) -> str:
+        return self.at(self.spec.paths.pg_data)
+
+    @property
+    def pg_socket_dir(self) -> str:
+        return self.at(self.spec.paths.pg_socket_dir)
+
+    @property
+    def pgpass(self) -> str:
+        return f"{self.pg_home}/.pgpass_patroni"
+
+    # -- HAProxy / keepalived -------------------------------------------------------------------
+    @property
+    def haproxy_cfg(self) -> str:
+        return self.at(f"{self.spec.paths.haproxy_conf}/haproxy.cfg")
+
+    @property
+    def haproxy_ca(self) -> str:
+        return self.at(f"{self.spec.paths.haproxy_conf}/ca.crt")
+
+    @property
+    def haproxy_socket(self) -> str:
+        return f"{self.run_dir}/haproxy.sock"
+
+    @property
+    def keepalived_conf(self) -> str:
+        return self.at(f"{self.spec.paths.keepalived_conf}/keepalived.conf")
+
+    @property
+    def keepalived_check(self) -> str:
+        return self.at(f"{self.spec.paths.keepalived_conf}/check_haproxy.sh")
+
+    @property
+    def run_dir(self) -> str:
+        return self.at(self.spec.paths.run_dir)
+
+    def pid_file(self, service: str) -> str:
+        return f"{self.run_dir}/{service}.pid"
+
+
+def etcd_cert_name(spec: ClusterSpec, node: Node) -> str:
+    """The seed's names: etcd-node1 for the first postgres node, etcd-node2..."""
+    return f"etcd-node{spec.postgres_nodes.index(node) + 1}"
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """pgha's own state for one cluster: one directory, removable as a whole.
+
+    state_dir/
+      pki/          ca.crt ca.key (0600), etcd-nodeN.{crt,key}, server-<node>.{crt,key}, client.{crt,key}
+      secrets.yml   generated passwords (0600)
+      rendered/     the last `pgha render` output, DIR/<node>/<absolute path>
+      nodes/<node>/ the lab's per-node root filesystem (etc/, var/lib/...)
+      supervisor/   the lab's supervisord config, socket, pid file
+      logs/         one log per node and service in the lab
+    """
+
+    root: Path
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets.yml"
+
+    @property
+    def nodes(self) -> Path:
+        return self.root / "nodes"
+
+    def node_root(self, node: Node) -> Path:
+        return self.nodes / node.name
+
+    @property
+    def supervisor(self) -> Path:
+        return self.root / "supervisor"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def log_file(self, node: Node, service: str) -> Path:
+        return self.logs / f"{node.name}.{service}.log"

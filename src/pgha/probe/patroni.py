@@ -1,0 +1,96 @@
+"""Patroni's REST API over TLS verified against the cluster CA; unsafe calls authenticated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from pgha.probe import Credentials
+from pgha.spec import ClusterSpec, Node
+
+
+@dataclass(frozen=True)
+class PatroniMember:
+    name: str
+    node: str | None
+    host: str
+    role: str
+    state: str
+    timeline: int | None
+    lag_mb: float | None
+    tags: dict[str, Any]
+    pending_restart: bool = False
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role in ("leader", "master", "standby_leader")
+
+    @property
+    def is_running(self) -> bool:
+        return self.state in ("running", "streaming")
+
+
+class PatroniApi:
+    """One node's REST API."""
+
+    def __init__(self, spec: ClusterSpec, node: Node, creds: Credentials, timeout: float = 3.0) -> None:
+        self.spec, self.node, self.creds = spec, node, creds
+        self.base = f"https://{node.address}:{spec.ports.restapi}"
+        self.timeout = timeout
+
+    def _client(self, timeout: float | None = None) -> httpx.Client:
+        auth = (self.creds.secrets.restapi_username, self.creds.secrets.restapi_password)
+        return httpx.Client(verify=self.creds.tls(), auth=auth,
+                            timeout=timeout or self.timeout)
+
+    def get(self, path: str) -> tuple[int, Any]:
+        with self._client() as http:
+            r = http.get(self.base + path)
+        try:
+            return r.status_code, r.json()
+        except ValueError:
+            return r.status_code, r.text
+
+    def status(self, path: str) -> int:
+        """HTTP status only (what HAProxy's check sees): /primary, /replica, /health."""
+        with self._client() as http:
+            return http.get(self.base + path).status_code
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+        with self._client(timeout) as http:
+            r = http.request(method, self.base + path, json=body)
+        try:
+            return r.status_code, r.json()
+        except ValueError:
+            return r.status_code, r.text
+
+
+def cluster(spec: ClusterSpec, creds: Credentials) -> tuple[dict[str, Any] | None, str | None]:
+    """GET /cluster from the first node that answers; (json, None) or (None, error)."""
+    errors = []
+    for node in spec.postgres_nodes:
+        try:
+            code, body = PatroniApi(spec, node, creds).get("/cluster")
+            if code == 200 and isinstance(body, dict):
+                return body, None
+            errors.append(f"{node.name}: HTTP {code}")
+        except httpx.HTTPError as exc:
+            errors.append(f"{node.name}: {type(exc).__name__}")
+    return None, "; ".join(errors)
+
+
+def parse_members(spec: ClusterSpec, body: dict[str, Any]) -> list[PatroniMember]:
+    out = []
+    for m in body.get("members", []):
+        lag = m.get("lag")
+        node = spec.member_of(m.get("name", ""))
+        out.append(PatroniMember(
+            name=m.get("name", "?"), node=node.name if node else None, host=str(m.get("host", "")),
+            role=str(m.get("role", "?")), state=str(m.get("state", "?")),
+            timeline=m.get("timeline"),
+            lag_mb=round(lag / 1048576, 3) if isinstance(lag, int | float) else None,
+            tags=dict(m.get("tags", {})), pending_restart=bool(m.get("pending_restart", False)),
+        ))
+    return out

@@ -1,0 +1,469 @@
+"""The cluster spec: one declarative description of the whole stack (``cluster.yml``).
+
+Defaults are the seed guide's topology: three PostgreSQL nodes running etcd + Patroni, three HAProxy
+nodes, a keepalived VIP. The spec is read once (:func:`load`), validated, and handed downstream as a
+frozen :class:`ClusterSpec`; nothing after this module re-reads YAML.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pgha.errors import SpecError
+
+DEFAULT_SPEC_FILE = "cluster.yml"
+STATE_ROOT = Path(os.environ.get("PGHA_STATE_ROOT", "/var/lib/pgha"))
+
+NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+
+
+class Frozen(BaseModel):
+    """Base of every spec model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Role(str, Enum):
+    POSTGRES = "postgres"
+    HAPROXY = "haproxy"
+
+
+class Profile(str, Enum):
+    """Failover timing presets; explicit values in the spec override them."""
+
+    SEED = "seed"
+    FAST = "fast"
+
+
+class Tags(Frozen):
+    """Patroni member tags (the seed's section 7)."""
+
+    nofailover: bool = False
+    noloadbalance: bool = False
+    clonefrom: bool = False
+    nosync: bool = False
+
+
+class Node(Frozen):
+    """One host of the cluster."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    role: Role
+    address: ipaddress.IPv4Address
+    member: Annotated[str | None, Field(pattern=NAME_RE)] = None
+    """Patroni member and etcd member name (the seed: postgres-01 runs member postgresql-01)."""
+    priority: Annotated[int | None, Field(ge=1, le=254)] = None
+    """keepalived VRRP priority (HAProxy nodes); default 100, 90, 80... in spec order."""
+    tags: Tags = Tags()
+
+    @property
+    def member_name(self) -> str:
+        return self.member or self.name
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.role is Role.POSTGRES
+
+    @property
+    def is_haproxy(self) -> bool:
+        return self.role is Role.HAPROXY
+
+
+class Vip(Frozen):
+    """The floating address keepalived moves between the HAProxy nodes."""
+
+    address: ipaddress.IPv4Address
+    prefix: Annotated[int, Field(ge=8, le=32)] = 24
+    interface: str = "eth0"
+    router_id: Annotated[int, Field(ge=1, le=255)] = 51
+    advert_int: Annotated[int, Field(ge=1, le=255)] = 1
+    nopreempt: bool = False
+    """When true, a recovered high-priority node does not take the VIP back (one blip fewer)."""
+
+
+class Ports(Frozen):
+    etcd_client: Annotated[int, Field(ge=1, le=65535)] = 2379
+    etcd_peer: Annotated[int, Field(ge=1, le=65535)] = 2380
+    postgresql: Annotated[int, Field(ge=1, le=65535)] = 5432
+    postgresql_replicas: Annotated[int, Field(ge=1, le=65535)] = 5433
+    """HAProxy frontend for read-only traffic, routed to replicas via Patroni's /replica."""
+    restapi: Annotated[int, Field(ge=1, le=65535)] = 8008
+    haproxy_monitor: Annotated[int, Field(ge=1, le=65535)] = 8404
+    """HAProxy stats page and health URI, bound to loopback only (keepalived's check uses it)."""
+
+
+class Dcs(Frozen):
+    """Patroni's DCS settings (bootstrap.dcs); the seed's values by default."""
+
+    ttl: Annotated[int, Field(ge=1)] = 30
+    loop_wait: Annotated[int, Field(ge=1)] = 10
+    retry_timeout: Annotated[int, Field(ge=1)] = 10
+    maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1048576
+    synchronous_mode: bool = False
+    synchronous_mode_strict: bool = False
+    failsafe_mode: bool = False
+
+
+class HaproxyTimings(Frozen):
+    """HAProxy health checks of Patroni's REST API and connection timeouts (milliseconds)."""
+
+    inter_ms: Annotated[int, Field(ge=100)] = 3000
+    fastinter_ms: Annotated[int, Field(ge=100)] = 1000
+    downinter_ms: Annotated[int, Field(ge=100)] = 3000
+    rise: Annotated[int, Field(ge=1)] = 2
+    fall: Annotated[int, Field(ge=1)] = 3
+    timeout_connect_ms: Annotated[int, Field(ge=100)] = 5000
+    timeout_client_ms: Annotated[int, Field(ge=1000)] = 1800000
+    timeout_server_ms: Annotated[int, Field(ge=1000)] = 1800000
+    timeout_check_ms: Annotated[int, Field(ge=100)] = 2000
+
+
+class KeepalivedTimings(Frozen):
+    """keepalived's vrrp_script check of the local HAProxy (the seed: every 2 s, fall 3, rise 2)."""
+
+    interval: Annotated[int, Field(ge=1)] = 2
+    fall: Annotated[int, Field(ge=1)] = 3
+    rise: Annotated[int, Field(ge=1)] = 2
+    timeout: Annotated[int, Field(ge=1)] = 2
+
+
+class Postgresql(Frozen):
+    version: Annotated[int, Field(ge=12, le=30)] = 15
+    parameters: dict[str, str | int | float | bool] = Field(
+        default_factory=lambda: {"max_connections": 100, "shared_buffers": "256MB"}
+    )
+    bin_dir: str | None = None
+    """Directory of pg_ctl, initdb, pg_rewind; found from ``version`` when not given."""
+
+
+class Paths(Frozen):
+    """Where files live on each node (absolute paths, as on a real server)."""
+
+    certs: str = "/etc/etcd/certs"
+    etcd_data: str = "/var/lib/etcd"
+    etcd_conf: str = "/etc/etcd"
+    patroni_conf: str = "/etc/patroni"
+    pg_data: str = "/var/lib/postgresql/data"
+    pg_home: str = "/var/lib/postgresql"
+    pg_socket_dir: str = "/var/run/postgresql"
+    haproxy_conf: str = "/etc/haproxy"
+    keepalived_conf: str = "/etc/keepalived"
+    run_dir: str = "/run/pgha"
+    etcd_bin: str | None = None
+    patroni_venv: str = "/opt/pgha/patroni"
+    """A virtualenv with Patroni, built from the system Python so ``postgres`` can execute it."""
+
+
+class Lab(Frozen):
+    """Settings used only by ``pgha lab``: the bridge that joins the namespaces."""
+
+    bridge_address: ipaddress.IPv4Address | None = None
+    """The machine's own address on the lab bridge; default: the subnet's first host."""
+
+
+class ClusterSettings(Frozen):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = "postgresql-cluster"
+    """Patroni's scope; also names the lab's namespaces and the state directory."""
+    namespace: Annotated[str, Field(pattern=r"^/([A-Za-z0-9_.-]+/)*$")] = "/service/"
+    etcd_token: str = "etcd-cluster"
+    state_dir: str | None = None
+    """Certificates, secrets, rendered files and the lab's node roots; default /var/lib/pgha/<name>."""
+
+
+PROFILES: dict[Profile, dict[str, dict[str, Any]]] = {
+    Profile.SEED: {},
+    # Patroni's floor is ttl 20; loop_wait + 2*retry_timeout must stay <= ttl.
+    Profile.FAST: {
+        "dcs": {"ttl": 20, "loop_wait": 2, "retry_timeout": 4},
+        "haproxy": {"inter_ms": 1000, "fastinter_ms": 250, "downinter_ms": 500, "rise": 1, "fall": 2,
+                    "timeout_connect_ms": 1000, "timeout_check_ms": 1000},
+        "keepalived": {"interval": 1, "fall": 2, "rise": 1, "timeout": 1},
+    },
+}
+
+
+class ClusterSpec(Frozen):
+    """The whole cluster. Build it with :func:`load` or :func:`parse`, never by hand-editing dicts."""
+
+    cluster: ClusterSettings = ClusterSettings()
+    profile: Profile = Profile.SEED
+    nodes: tuple[Node, ...]
+    vip: Vip
+    ports: Ports = Ports()
+    dcs: Dcs = Dcs()
+    haproxy: HaproxyTimings = HaproxyTimings()
+    keepalived: KeepalivedTimings = KeepalivedTimings()
+    postgresql: Postgresql = Postgresql()
+    paths: Paths = Paths()
+    lab: Lab = Lab()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        """Fill timing sections from the profile; values written in the spec win."""
+        if not isinstance(data, dict):
+            return data
+        try:
+            profile = Profile(data.get("profile", Profile.SEED))
+        except ValueError:
+            return data  # the field validator reports it
+        merged = dict(data)
+        for section, preset in PROFILES[profile].items():
+            given = merged.get(section)
+            if given is None:
+                merged[section] = dict(preset)
+            elif isinstance(given, dict):
+                merged[section] = {**preset, **given}
+        return merged
+
+    # -- derived views -------------------------------------------------------------------------
+    @property
+    def postgres_nodes(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.is_postgres)
+
+    @property
+    def haproxy_nodes(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.is_haproxy)
+
+    @property
+    def name(self) -> str:
+        return self.cluster.name
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.cluster.state_dir) if self.cluster.state_dir else STATE_ROOT / self.cluster.name
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.ip_interface(f"{self.vip.address}/{self.vip.prefix}").network
+
+    @property
+    def bridge_address(self) -> ipaddress.IPv4Address:
+        return self.lab.bridge_address or next(self.network.hosts())
+
+    @property
+    def pg_bin_dir(self) -> str:
+        return self.postgresql.bin_dir or f"/usr/lib/postgresql/{self.postgresql.version}/bin"
+
+    @property
+    def etcd_bin(self) -> str:
+        return self.paths.etcd_bin or shutil.which("etcd") or "/usr/bin/etcd"
+
+    def node(self, name: str) -> Node:
+        """A node by its spec name or its Patroni member name."""
+        for n in self.nodes:
+            if name in (n.name, n.member_name):
+                return n
+        known = ", ".join(n.name for n in self.nodes)
+        from pgha.errors import UsageError
+
+        raise UsageError(f"no node named '{name}' in the spec (known: {known})")
+
+    def priority_of(self, node: Node) -> int:
+        if node.priority is not None:
+            return node.priority
+        return 100 - 10 * self.haproxy_nodes.index(node)
+
+    def member_of(self, member_name: str) -> Node | None:
+        return next((n for n in self.postgres_nodes if n.member_name == member_name), None)
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _pydantic_message(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (not part of the spec; see `pgha spec schema`)"
+    if kind == "missing":
+        return "is required"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return f"{err['msg'].rstrip('.')} (got {shown})"
+
+
+def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
+    """Rules across fields that pydantic cannot see; each is (field path, problem)."""
+    errors: list[tuple[str, str]] = []
+
+    def first_use(attr: str) -> None:
+        seen: dict[str, int] = {}
+        for i, node in enumerate(spec.nodes):
+            value = str(getattr(node, attr))
+            if value in seen:
+                errors.append((f"nodes[{i}].{attr}", f"{value} is used twice (also nodes[{seen[value]}])"))
+            else:
+                seen[value] = i
+
+    first_use("name")
+    first_use("address")
+    members: dict[str, int] = {}
+    for i, node in enumerate(spec.nodes):
+        if node.is_postgres:
+            if node.member_name in members:
+                errors.append((f"nodes[{i}].member",
+                               f"{node.member_name} is used twice (also nodes[{members[node.member_name]}])"))
+            members[node.member_name] = i
+
+    n_pg = len(spec.postgres_nodes)
+    if n_pg == 0 or n_pg % 2 == 0:
+        errors.append(("nodes", f"{n_pg} postgres nodes: etcd runs on each and needs an odd number "
+                                "(1, 3, 5) to keep a quorum"))
+    if not spec.haproxy_nodes:
+        errors.append(("nodes", "no haproxy node: at least one is needed to route clients to the primary"))
+
+    net = spec.network
+    for i, node in enumerate(spec.nodes):
+        if node.address not in net:
+            errors.append((f"nodes[{i}].address", f"{node.address} is not in the VIP's subnet {net}"))
+        if node.address == spec.vip.address:
+            errors.append(("vip.address", f"{spec.vip.address} is also the address of nodes[{i}]"))
+        if node.priority is not None and not node.is_haproxy:
+            errors.append((f"nodes[{i}].priority", "only haproxy nodes take a VRRP priority"))
+    if spec.vip.address in (net.network_address, net.broadcast_address):
+        errors.append(("vip.address", f"{spec.vip.address} is the network or broadcast address of {net}"))
+    prios: dict[int, int] = {}
+    for i, node in enumerate(spec.nodes):
+        if node.is_haproxy:
+            p = spec.priority_of(node)
+            if p in prios:
+                errors.append((f"nodes[{i}].priority",
+                               f"priority {p} is used twice (also nodes[{prios[p]}]); "
+                               "VRRP needs one clear preferred holder"))
+            prios[p] = i
+
+    dcs = spec.dcs
+    if dcs.ttl < 20:
+        errors.append(("dcs.ttl", f"{dcs.ttl} is below Patroni's floor of 20 (Patroni would silently use 20)"))
+    if dcs.retry_timeout < 3:
+        errors.append(("dcs.retry_timeout", f"{dcs.retry_timeout} is below Patroni's floor of 3"))
+    if dcs.loop_wait + 2 * dcs.retry_timeout > dcs.ttl:
+        errors.append(("dcs", f"loop_wait + 2*retry_timeout = {dcs.loop_wait + 2 * dcs.retry_timeout} "
+                              f"exceeds ttl {dcs.ttl}: a healthy leader could lose its lease"))
+    if dcs.synchronous_mode_strict and not dcs.synchronous_mode:
+        errors.append(("dcs.synchronous_mode_strict", "needs synchronous_mode: true"))
+
+    ports = spec.ports.model_dump()
+    seen_ports: dict[int, str] = {}
+    for key, value in ports.items():
+        if value in seen_ports:
+            errors.append((f"ports.{key}", f"{value} is also ports.{seen_ports[value]}"))
+        seen_ports[value] = key
+
+    if spec.lab.bridge_address is not None:
+        if spec.lab.bridge_address not in net:
+            errors.append(("lab.bridge_address", f"{spec.lab.bridge_address} is not in {net}"))
+    if any(n.address == spec.bridge_address for n in spec.nodes) or spec.vip.address == spec.bridge_address:
+        errors.append(("lab.bridge_address",
+                       f"{spec.bridge_address} (the machine's address on the lab bridge) is taken by a node "
+                       "or the VIP; set lab.bridge_address"))
+    for key in ("certs", "etcd_data", "etcd_conf", "patroni_conf", "pg_data", "pg_home", "pg_socket_dir",
+                "haproxy_conf", "keepalived_conf", "run_dir", "patroni_venv"):
+        if not str(getattr(spec.paths, key)).startswith("/"):
+            errors.append((f"paths.{key}", "must be an absolute path"))
+    return errors
+
+
+def parse(data: Any, source: str = DEFAULT_SPEC_FILE) -> ClusterSpec:
+    """Validate already-loaded YAML data; raise :class:`SpecError` on the first problems."""
+    if not isinstance(data, dict):
+        raise SpecError(source, None, f"expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        spec = ClusterSpec.model_validate(data)
+    except ValidationError as exc:
+        errs = exc.errors()
+        first = errs[0]
+        more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
+        raise SpecError(source, _field_path(first["loc"]) or None, _pydantic_message(dict(first)) + more,
+                        hint="fix the field and run again; `pgha spec schema` lists every field") from None
+    problems = _semantic_errors(spec)
+    if problems:
+        field, problem = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise SpecError(source, field, problem + more)
+    return spec
+
+
+def load(path: str | os.PathLike[str] = DEFAULT_SPEC_FILE) -> ClusterSpec:
+    """Read and validate a spec file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise SpecError(str(p), None, "no such file",
+                        hint="create one with `pgha init` (or `pgha init --lab`), or pass --spec FILE") from None
+    except OSError as exc:
+        raise SpecError(str(p), None, f"cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        raise SpecError(str(p), None, f"invalid YAML at {line}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(str(p), None, f"invalid YAML: {exc}") from None
+    return parse(data, str(p))
+
+
+# -- defaults written by `pgha init` ----------------------------------------------------------------
+
+SEED_SUBNET = "192.168.0.0/24"
+LAB_SUBNET = "10.203.0.0/24"
+
+
+def default_data(*, lab: bool = False, subnet: str | None = None, name: str = "postgresql-cluster",
+                 profile: Profile = Profile.SEED) -> dict[str, Any]:
+    """The seed's six hosts and VIP as spec data (the seed's last octets in the chosen subnet)."""
+    net = ipaddress.ip_network(subnet or (LAB_SUBNET if lab else SEED_SUBNET))
+    base = int(net.network_address)
+
+    def addr(last: int) -> str:
+        return str(ipaddress.IPv4Address(base + last))
+
+    nodes: list[dict[str, Any]] = []
+    for i in range(3):
+        nodes.append({"name": f"haproxy-0{i + 1}", "role": "haproxy", "address": addr(200 + i),
+                      "priority": 100 - 10 * i})
+    for i in range(3):
+        nodes.append({"name": f"postgres-0{i + 1}", "role": "postgres", "address": addr(203 + i),
+                      "member": f"postgresql-0{i + 1}"})
+    data: dict[str, Any] = {
+        "cluster": {"name": name, "namespace": "/service/"},
+        "profile": profile.value,
+        "nodes": nodes,
+        "vip": {"address": addr(210), "prefix": net.prefixlen, "interface": "eth0" if lab else "enp0s3",
+                "router_id": 51, "advert_int": 1},
+        "postgresql": {"version": 15, "parameters": {"max_connections": 100, "shared_buffers": "256MB"}},
+    }
+    if lab:
+        data["lab"] = {"bridge_address": addr(1)}
+    return data
+
+
+def dump(data: dict[str, Any]) -> str:
+    header = ("# pgha cluster spec: the seed's six hosts (3 x etcd+Patroni+PostgreSQL, 3 x HAProxy+keepalived)\n"
+              "# and a VIP. Every key is documented by `pgha spec schema`.\n")
+    return header + yaml.safe_dump(data, sort_keys=False)
+
+
+def json_schema() -> dict[str, Any]:
+    return ClusterSpec.model_json_schema()

@@ -1,0 +1,1 @@
+"""How pgha reaches a node: a network namespace in the lab, SSH on real servers."""

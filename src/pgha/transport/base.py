@@ -1,0 +1,112 @@
+"""The Transport interface: everything the orchestration, operations and drills need from a host.
+
+Public methods wrap a few abstract ones (as Patroni's AbstractDCS does): an implementation provides
+running a command, writing a file with owner/mode/ACL, controlling a named service, and reading its
+log. Nothing above this module knows whether it drives a lab namespace or an SSH host.
+"""
+
+from __future__ import annotations
+
+import abc
+import subprocess
+from dataclasses import dataclass
+
+from pgha.plan import DirEntry, FileEntry, NodePlan
+from pgha.spec import Node
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    node: str
+    service: str
+    running: bool
+    pid: int | None
+    detail: str
+
+
+class Transport(abc.ABC):
+    """A way to act on the nodes of one cluster."""
+
+    # -- commands and files -----------------------------------------------------------------
+    @abc.abstractmethod
+    def run(self, node: Node, argv: list[str], *, timeout: float = 60,
+            user: str | None = None) -> CommandResult:
+        """Run a command on the node (as root, or as ``user``)."""
+
+    @abc.abstractmethod
+    def put_file(self, node: Node, entry: FileEntry) -> bool:
+        """Write a file with its owner, mode and ACL; return True if anything changed."""
+
+    @abc.abstractmethod
+    def ensure_dir(self, node: Node, entry: DirEntry) -> bool:
+        """Create a directory with its owner, mode and ACL; return True if anything changed."""
+
+    @abc.abstractmethod
+    def read_file(self, node: Node, path: str) -> bytes | None:
+        """A file's content, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def remove_tree(self, node: Node, path: str) -> None:
+        """Remove a file or directory tree (data wipes on reset)."""
+
+    @abc.abstractmethod
+    def ensure_users(self, node: Node, users: tuple[str, ...]) -> None:
+        """Create the system users a node's services run as."""
+
+    # -- services -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def install_services(self, plans: list[NodePlan]) -> None:
+        """Make the service manager know every service of the plans (units / programs)."""
+
+    @abc.abstractmethod
+    def start(self, node: Node, service: str) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self, node: Node, service: str) -> None: ...
+
+    @abc.abstractmethod
+    def kill(self, node: Node, service: str, sig: str = "KILL") -> None:
+        """Send a signal to the service's main process (the manager's restart policy applies)."""
+
+    @abc.abstractmethod
+    def state(self, node: Node, service: str) -> ServiceState: ...
+
+    @abc.abstractmethod
+    def logs(self, node: Node, service: str, lines: int = 50) -> str: ...
+
+    # -- shared behaviour -----------------------------------------------------------------------
+    def node_root(self, node: Node) -> str:
+        """The prefix of every path on the node: "" on a server, its root directory in the lab."""
+        return ""
+
+    def restart(self, node: Node, service: str) -> None:
+        self.stop(node, service)
+        self.start(node, service)
+
+    def apply(self, plan: NodePlan) -> list[str]:
+        """Users, directories then files of a plan; returns the paths that changed."""
+        self.ensure_users(plan.node, plan.users)
+        changed = [d.path for d in plan.dirs if self.ensure_dir(plan.node, d)]
+        changed += [f.path for f in plan.files if self.put_file(plan.node, f)]
+        return changed
+
+    def holds_address(self, node: Node, address: str, interface: str) -> bool:
+        """Whether the node has ``address`` on ``interface`` (the VIP check)."""
+        res = self.run(node, ["ip", "-o", "addr", "show", "dev", interface])
+        return f" {address}/" in res.stdout
+
+
+def completed(proc: subprocess.CompletedProcess[str], argv: list[str]) -> CommandResult:
+    return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)

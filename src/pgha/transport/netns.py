@@ -1,0 +1,157 @@
+"""The lab transport: nodes are network namespaces on this machine, services are supervisord programs.
+
+The namespaces share one filesystem, so a node's files live under its own root directory (the plan
+is built with that prefix); commands run through ``ip netns exec``.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from pgha.errors import PghaError
+from pgha.lab.network import LabNames
+from pgha.lab.supervision import Supervisor, program_name
+from pgha.layout import StateLayout
+from pgha.plan import DirEntry, FileEntry, NodePlan
+from pgha.service import SERVICES
+from pgha.spec import ClusterSpec, Node
+from pgha.transport.base import CommandResult, ServiceState, Transport, completed
+
+
+def _ids(owner: str, group: str) -> tuple[int, int]:
+    try:
+        return pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid
+    except KeyError as exc:
+        raise PghaError(f"system user or group missing: {exc.args[0]}",
+                        hint="run `pgha lab up`, which creates the seed's system users") from None
+
+
+def _set_meta(path: str, owner: str, group: str, mode: int, acl: tuple[str, ...]) -> bool:
+    st = os.lstat(path)
+    uid, gid = _ids(owner, group)
+    changed = False
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.chown(path, uid, gid)
+        changed = True
+    # With an ACL the group bits show the ACL mask, so compare only owner and other bits then.
+    significant = 0o7707 if acl else 0o7777
+    if (st.st_mode & significant) != (mode & significant):
+        changed = True
+    if changed or acl:
+        os.chmod(path, mode)
+    if acl:  # after chmod: chmod would reset the mask
+        subprocess.run(["setfacl", "-m", ",".join(acl), path], check=True, capture_output=True)
+    return changed
+
+
+class NetnsTransport(Transport):
+    """Drives the lab of one cluster."""
+
+    def __init__(self, spec: ClusterSpec, state: StateLayout | None = None) -> None:
+        self.spec = spec
+        self.state = state or StateLayout(spec.state_dir)
+        self.names = LabNames(spec)
+        self.supervisor = Supervisor(self.state)
+
+    def netns(self, node: Node) -> str:
+        return self.names.netns(node)
+
+    def node_root(self, node: Node) -> str:
+        return str(self.state.node_root(node))
+
+    # -- commands and files -----------------------------------------------------------------
+    def run(self, node: Node, argv: list[str], *, timeout: float = 60,
+            user: str | None = None) -> CommandResult:
+        full = ["ip", "netns", "exec", self.netns(node)]
+        if user and user != "root":
+            full += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+        full += argv
+        try:
+            proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return CommandResult(tuple(full), 124, "", f"timed out after {timeout:g} s")
+        return completed(proc, full)
+
+    def put_file(self, node: Node, entry: FileEntry) -> bool:
+        path = Path(entry.path)
+        current = path.read_bytes() if path.exists() else None
+        changed = current != entry.content
+        if changed:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            with os.fdopen(fd, "wb") as f:
+                f.write(entry.content)
+            os.chmod(tmp, entry.mode)
+            os.replace(tmp, path)
+        return _set_meta(str(path), entry.owner, entry.group, entry.mode, entry.acl) or changed
+
+    def ensure_dir(self, node: Node, entry: DirEntry) -> bool:
+        path = Path(entry.path)
+        created = not path.is_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        return _set_meta(str(path), entry.owner, entry.group, entry.mode, entry.acl) or created
+
+    def read_file(self, node: Node, path: str) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def remove_tree(self, node: Node, path: str) -> None:
+        p = Path(path)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+    def ensure_users(self, node: Node, users: tuple[str, ...]) -> None:
+        from pgha.plan import SYSTEM_USERS
+
+        for user in users:
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                if user not in SYSTEM_USERS:
+                    raise PghaError(f"user {user} is missing", hint="install its package") from None
+                subprocess.run(["useradd", "--system", "--home", SYSTEM_USERS[user], "--shell", "/bin/false",
+                                user], check=True, capture_output=True)
+
+    # -- services -----------------------------------------------------------------------------
+    def install_services(self, plans: list[NodePlan]) -> None:
+        programs = [(p.node, self.netns(p.node), s) for p in plans for s in p.services]
+        self.supervisor.write_config(programs)
+        self.supervisor.start()
+
+    def start(self, node: Node, service: str) -> None:
+        self.supervisor.start_program(program_name(node, service))
+
+    def stop(self, node: Node, service: str) -> None:
+        self.supervisor.stop_program(program_name(node, service))
+
+    def kill(self, node: Node, service: str, sig: str = "KILL") -> None:
+        self.supervisor.signal_program(program_name(node, service), sig)
+
+    def state(self, node: Node, service: str) -> ServiceState:
+        info = self.supervisor.info(program_name(node, service))
+        running = info.get("statename") == "RUNNING"
+        return ServiceState(node.name, service, running, int(info["pid"]) if running else None,
+                            str(info.get("statename", "?")).lower())
+
+    def logs(self, node: Node, service: str, lines: int = 50) -> str:
+        path = self.state.log_file(node, service)
+        if not path.exists():
+            return ""
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 200 * lines))
+            text = f.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def services_of(self, node: Node) -> tuple[str, ...]:
+        return SERVICES[:2] if node.is_postgres else SERVICES[2:]
