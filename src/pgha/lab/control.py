@@ -109,7 +109,8 @@ class Lab:
     def down(self, keep_data: bool = False, keep_pki: bool = False) -> list[str]:
         """Stop every process (by pid), remove namespaces and bridge, and unless kept the state."""
         done: list[str] = []
-        self.transport.supervisor.shutdown(timeout=60)
+        # With the data kept, stop gracefully (clean PostgreSQL shutdown); otherwise power off at once.
+        self.transport.supervisor.shutdown(timeout=60, graceful=keep_data)
         # Anything still alive in our namespaces (e.g. a postmaster orphaned by a killed Patroni).
         for ns in existing_namespaces():
             if ns.startswith(self.network.names.prefix):
@@ -180,7 +181,7 @@ class Lab:
                 raise UsageError(f"no postmaster is running on {node.name}")
             os.kill(pid, getattr(signal, f"SIG{sig.upper().removeprefix('SIG')}"))
             return f"sent SIG{sig.upper().removeprefix('SIG')} to the postmaster (pid {pid}) on {node.name}"
-        pid = self.transport.state(node, service).pid
+        pid = self.transport.service_state(node, service).pid
         self.transport.kill(node, service, sig.upper().removeprefix("SIG"))
         return f"sent SIG{sig.upper().removeprefix('SIG')} to {service} (pid {pid}) on {node.name}"
 

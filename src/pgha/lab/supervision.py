@@ -137,21 +137,34 @@ class Supervisor:
         raise PghaError("supervisord did not answer on its socket within 10 s",
                         details=str(self.state.logs / "supervisord.log"))
 
-    def shutdown(self, timeout: float = 60) -> None:
-        """Stop every program, then supervisord itself (by its pid if it does not answer)."""
+    def shutdown(self, timeout: float = 60, graceful: bool = True) -> None:
+        """Stop supervisord; gracefully (every program stopped first) or at once (SIGKILL).
+
+        After a hard stop the programs are orphans: the caller kills them by pid (the lab kills every
+        process left in its namespaces).
+        """
         pid = self.pid()
         if pid is None:
+            return
+        if not graceful:
+            os.kill(pid, signal.SIGKILL)
+            self._wait_gone(pid, 5)
             return
         try:
             self.rpc.supervisor.stopAllProcesses(True)
             self.rpc.supervisor.shutdown()
         except (OSError, xmlrpc.client.Fault):
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.pid() == pid:
-            time.sleep(0.1)
-        if self.pid() == pid:
+        if not self._wait_gone(pid, timeout):
             os.kill(pid, signal.SIGKILL)
+
+    def _wait_gone(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid() != pid:
+                return True
+            time.sleep(0.05)
+        return False
 
     @property
     def rpc(self) -> Any:

@@ -137,7 +137,7 @@ class NetnsTransport(Transport):
     def kill(self, node: Node, service: str, sig: str = "KILL") -> None:
         self.supervisor.signal_program(program_name(node, service), sig)
 
-    def state(self, node: Node, service: str) -> ServiceState:
+    def service_state(self, node: Node, service: str) -> ServiceState:
         info = self.supervisor.info(program_name(node, service))
         running = info.get("statename") == "RUNNING"
         return ServiceState(node.name, service, running, int(info["pid"]) if running else None,

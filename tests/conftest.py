@@ -1,0 +1,34 @@
+"""Shared fixtures. Lab tests share one real lab per session (bringing one up costs ~15-20 s)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from pgha import spec as spec_mod
+from pgha.spec import ClusterSpec
+
+LAB_NAME = "pgha-ci"
+
+
+def lab_spec() -> ClusterSpec:
+    """The default lab topology under its own cluster name (its own namespaces and state dir)."""
+    return spec_mod.parse(spec_mod.default_data(lab=True, name=LAB_NAME), "(test lab spec)")
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[object]:
+    """A running lab, torn down at the end of the session even when tests fail."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    from pgha.lab.control import Lab
+
+    the_lab = Lab(lab_spec())
+    the_lab.down()  # a stale lab from a killed run must not break this one
+    try:
+        the_lab.up()
+        yield the_lab
+    finally:
+        the_lab.down()

@@ -1,0 +1,173 @@
+"""The real lab: six namespaces, real etcd, Patroni, PostgreSQL, HAProxy, keepalived with a VRRP VIP."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from pgha.cli import main
+from pgha.lab.control import Lab
+from pgha.lab.network import existing_namespaces, link_exists
+from pgha.probe import Credentials
+from pgha.probe import pg
+from pgha.snapshot import take
+from pgha.verify import verify
+
+pytestmark = pytest.mark.lab
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # not there yet
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"not reached in {timeout} s (last: {last!r})")
+
+
+def vip_holders(lab: Lab) -> list[str]:
+    spec = lab.spec
+    return [n.name for n in spec.haproxy_nodes if lab.network.holds_address(n, str(spec.vip.address))]
+
+
+def test_verify_all_pass(lab: Lab) -> None:
+    report = verify(lab.spec, Credentials.of(lab.spec), lab.transport)
+    failed = [(c.name, c.seen) for c in report.checks if not c.passed]
+    assert failed == []
+    assert len(report.checks) == 9
+
+
+def test_topology_is_the_seeds(lab: Lab) -> None:
+    snap = take(lab.spec, Credentials.of(lab.spec), lab.transport)
+    assert snap.leader is not None and snap.leader.name == "postgresql-01"
+    assert sorted(m.name for m in snap.replicas) == ["postgresql-02", "postgresql-03"]
+    assert all(m.healthy for m in snap.etcd) and snap.etcd_leader is not None
+    assert snap.vip_holders == ("haproxy-01",)  # priority 100
+    for view in snap.haproxy:
+        assert view.up("postgres_primary") == ["postgresql-01"]
+        assert sorted(view.up("postgres_replicas")) == ["postgresql-02", "postgresql-03"]
+
+
+def test_processes_run_as_the_seeds_users(lab: Lab) -> None:
+    rows = {(r.node, r.service): r for r in lab.processes()}
+    def user_of(pid: int | None) -> str:
+        assert pid is not None
+        return subprocess.run(["ps", "-o", "user=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    assert user_of(rows[("postgres-01", "patroni")].pid) == "postgres"
+    assert user_of(rows[("postgres-01", "postgres")].pid) == "postgres"
+    assert user_of(rows[("postgres-02", "etcd")].pid) == "etcd"
+
+
+def test_etcd_state_flipped_to_existing(lab: Lab) -> None:
+    from pgha.layout import NodeLayout
+    from pgha.render.etcd import parse_env
+
+    for node in lab.spec.postgres_nodes:
+        layout = NodeLayout(lab.spec, node, lab.transport.node_root(node))
+        env = parse_env(open(layout.etcd_env).read())
+        assert env["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
+
+
+def test_write_via_vip_read_on_each_replica(lab: Lab) -> None:
+    spec, creds = lab.spec, Credentials.of(lab.spec)
+    vip, port = str(spec.vip.address), spec.ports.postgresql
+    marker = uuid.uuid4().hex
+    pg.query(vip, port, creds, "create table if not exists t_lab (v text)")
+    pg.query(vip, port, creds, "insert into t_lab values (%s)", (marker,))
+    for node in spec.postgres_nodes[1:]:
+        wait_until(lambda n=node: pg.query(str(n.address), port, creds,
+                                           "select count(*) from t_lab where v = %s", (marker,)) == [(1,)], 10)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            pg.query(str(node.address), port, creds, "insert into t_lab values ('x')")
+    # The read-only port of the VIP lands on a replica.
+    rows = pg.query(vip, spec.ports.postgresql_replicas, creds, "select pg_is_in_recovery()")
+    assert rows == [(True,)]
+
+
+def test_dsn_works_with_psql(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    import tests.conftest as c
+
+    spec_file = lab.state.root / "spec-for-test.yml"
+    from pgha import spec as spec_mod
+    spec_file.write_text(spec_mod.dump(spec_mod.default_data(lab=True, name=c.LAB_NAME)))
+    assert main(["dsn", "--vip", "--spec", str(spec_file)]) == 0
+    dsn = capsys.readouterr().out.strip()
+    assert "sslmode=verify-full" in dsn
+    out = subprocess.run(["psql", dsn, "-Atc", "select pg_is_in_recovery()"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "f"
+
+
+def test_kill_haproxy_is_restarted_by_supervision(lab: Lab) -> None:
+    holder = vip_holders(lab)[0]
+    node = lab.spec.node(holder)
+    before = lab.transport.service_state(node, "haproxy").pid
+    lab.kill(holder, "haproxy", "KILL")
+    wait_until(lambda: lab.transport.service_state(node, "haproxy").pid not in (None, before), 15)
+    creds = Credentials.of(lab.spec)
+    wait_until(lambda: pg.query(str(lab.spec.vip.address), lab.spec.ports.postgresql, creds,
+                                "select 1") == [(1,)], 15)
+
+
+def test_haproxy_down_on_vip_holder_moves_the_vip(lab: Lab) -> None:
+    holder = vip_holders(lab)[0]
+    lab.stop(holder, "haproxy")  # held down, like a crashed HAProxy that does not come back
+    try:
+        new = wait_until(lambda: (h := vip_holders(lab)) and holder not in h and len(h) == 1 and h, 30)
+        assert new[0] != holder
+        creds = Credentials.of(lab.spec)
+        rows = wait_until(lambda: pg.query(str(lab.spec.vip.address), lab.spec.ports.postgresql, creds,
+                                           "select pg_is_in_recovery()"), 15)
+        assert rows == [(False,)]
+    finally:
+        lab.start(holder, "haproxy")
+    # haproxy-01 has the highest priority: it takes the VIP back once healthy again.
+    wait_until(lambda: vip_holders(lab) == [holder], 40)
+
+
+def test_isolate_and_heal_a_replica(lab: Lab) -> None:
+    node = lab.spec.node("postgres-03")
+    lab.isolate(node.name)
+    try:
+        assert lab.network.is_isolated(node)
+        with pytest.raises(psycopg.OperationalError):
+            pg.query(str(node.address), lab.spec.ports.postgresql, Credentials.of(lab.spec), "select 1",
+                     connect_timeout=1)
+    finally:
+        lab.heal(node.name)
+    assert not lab.network.is_isolated(node)
+    creds = Credentials.of(lab.spec)
+    wait_until(lambda: pg.query(str(node.address), lab.spec.ports.postgresql, creds, "select 1") == [(1,)], 20)
+
+
+def test_unknown_node_and_service_are_clear_errors(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    from pgha.errors import UsageError
+
+    with pytest.raises(UsageError, match="no node named 'postgres-09'"):
+        lab.kill("postgres-09", "etcd")
+    with pytest.raises(UsageError, match="haproxy-01 runs no etcd"):
+        lab.kill("haproxy-01", "etcd")
+
+
+def test_zz_down_leaves_nothing(lab: Lab) -> None:
+    """Runs last in this module: down removes every process, namespace, the bridge and the data."""
+    pids = [r.pid for r in lab.processes() if r.pid]
+    assert len(pids) == 15
+    lab.down()
+    assert not [ns for ns in existing_namespaces() if ns.startswith(lab.network.names.prefix)]
+    assert not link_exists(lab.network.names.bridge)
+    alive = [p for p in pids if subprocess.run(["kill", "-0", str(p)], capture_output=True).returncode == 0]
+    # killed daemons may linger a moment as zombies of a non-init PID 1
+    zombies = [p for p in alive if "Z" in subprocess.run(["ps", "-o", "stat=", "-p", str(p)],
+                                                         capture_output=True, text=True).stdout]
+    assert sorted(alive) == sorted(zombies)
+    assert not lab.state.root.exists()
