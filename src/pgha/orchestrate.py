@@ -69,6 +69,7 @@ class Orchestrator:
         self.reporter = reporter or Reporter()
         self.timings = Timings()
         self._creds = creds
+        self._last_wakeup = 0.0
 
     @property
     def creds(self) -> Credentials:
@@ -137,6 +138,10 @@ class Orchestrator:
         return leader.name == node.member_name, f"leader {leader.name}"
 
     def replicas_streaming(self, want: int) -> tuple[bool, str]:
+        now = time.monotonic()
+        if now - self._last_wakeup > 1.0:
+            self._last_wakeup = now
+            patroni_probe.wake_up(self.spec, self.spec.postgres_nodes, self.creds)
         ms = self.patroni_members()
         streaming = [m for m in ms if not m.is_leader and m.state == "streaming" and m.lag_mb == 0]
         return len(streaming) >= want, f"{len(streaming)}/{want} replicas streaming with lag 0 " + \
@@ -199,15 +204,13 @@ class Orchestrator:
                     self.transport.restart(node, "etcd")
                     self.wait(name, self.etcd_healthy, 45, "etcd", (node,))
 
-    def start_haproxy(self) -> None:
+    def start_proxies(self) -> None:
+        """HAProxy, then keepalived once HAProxy routes (a failing check would delay the election)."""
         ha = self.spec.haproxy_nodes
         with self.step("HAProxy on the haproxy nodes"):
             for node in ha:
                 self.transport.start(node, "haproxy")
             self.wait("HAProxy on the haproxy nodes", self.haproxy_routes_to_leader, 30, "haproxy", ha)
-
-    def start_keepalived(self) -> None:
-        ha = self.spec.haproxy_nodes
         with self.step("keepalived, wait for the VIP"):
             for node in ha:
                 self.transport.start(node, "keepalived")
@@ -219,6 +222,5 @@ class Orchestrator:
         self.start_etcd()
         self.start_patroni()
         self.set_etcd_state("existing")
-        self.start_haproxy()
-        self.start_keepalived()
+        self.start_proxies()
         return self.timings

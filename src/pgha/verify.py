@@ -139,8 +139,11 @@ class Verifier:
             found = False
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and not found:
-                rows = pg_probe.query(str(node.address), self.port, self.creds,
-                                      "select count(*) from pgha_verify where val = %s", (marker,))
+                try:
+                    rows = pg_probe.query(str(node.address), self.port, self.creds,
+                                          "select count(*) from pgha_verify where val = %s", (marker,))
+                except psycopg.errors.UndefinedTable:
+                    rows = []  # the table itself has not been replayed yet
                 found = rows == [(1,)]
                 if not found:
                     time.sleep(0.1)

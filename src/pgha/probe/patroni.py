@@ -67,6 +67,21 @@ class PatroniApi:
             return r.status_code, r.text
 
 
+def wake_up(spec: ClusterSpec, nodes: tuple[Node, ...], creds: Credentials) -> None:
+    """Run the HA loop of these nodes now instead of at the next loop_wait.
+
+    Patroni answers any PATCH /config by waking its HA loop, even when nothing changes; an unchanged
+    loop_wait is the no-op we send. The leader then creates a new member's replication slot at once
+    and a replica reports its lag at once, instead of up to loop_wait seconds later.
+    """
+    for node in nodes:
+        try:
+            PatroniApi(spec, node, creds, timeout=1.0).call("PATCH", "/config", {"loop_wait": spec.dcs.loop_wait},
+                                                            timeout=1.0)
+        except httpx.HTTPError:
+            pass  # not up yet: nothing to wake
+
+
 def cluster(spec: ClusterSpec, creds: Credentials) -> tuple[dict[str, Any] | None, str | None]:
     """GET /cluster from the first node that answers; (json, None) or (None, error)."""
     errors = []
