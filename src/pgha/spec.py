@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import shutil
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,12 +31,12 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     POSTGRES = "postgres"
     HAPROXY = "haproxy"
 
 
-class Profile(str, Enum):
+class Profile(StrEnum):
     """Failover timing presets; explicit values in the spec override them."""
 
     SEED = "seed"
@@ -136,11 +135,12 @@ class KeepalivedTimings(Frozen):
     timeout: Annotated[int, Field(ge=1)] = 2
 
 
+SEED_PG_PARAMETERS: dict[str, str | int | float | bool] = {"max_connections": 100, "shared_buffers": "256MB"}
+
+
 class Postgresql(Frozen):
     version: Annotated[int, Field(ge=12, le=30)] = 15
-    parameters: dict[str, str | int | float | bool] = Field(
-        default_factory=lambda: {"max_connections": 100, "shared_buffers": "256MB"}
-    )
+    parameters: dict[str, str | int | float | bool] = Field(default_factory=lambda: dict(SEED_PG_PARAMETERS))
     bin_dir: str | None = None
     """Directory of pg_ctl, initdb, pg_rewind; found from ``version`` when not given."""
 
@@ -244,7 +244,7 @@ class ClusterSpec(Frozen):
 
     @property
     def network(self) -> ipaddress.IPv4Network:
-        return ipaddress.ip_interface(f"{self.vip.address}/{self.vip.prefix}").network
+        return ipaddress.IPv4Interface(f"{self.vip.address}/{self.vip.prefix}").network
 
     @property
     def bridge_address(self) -> ipaddress.IPv4Address:
@@ -369,9 +369,8 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
             errors.append((f"ports.{key}", f"{value} is also ports.{seen_ports[value]}"))
         seen_ports[value] = key
 
-    if spec.lab.bridge_address is not None:
-        if spec.lab.bridge_address not in net:
-            errors.append(("lab.bridge_address", f"{spec.lab.bridge_address} is not in {net}"))
+    if spec.lab.bridge_address is not None and spec.lab.bridge_address not in net:
+        errors.append(("lab.bridge_address", f"{spec.lab.bridge_address} is not in {net}"))
     if any(n.address == spec.bridge_address for n in spec.nodes) or spec.vip.address == spec.bridge_address:
         errors.append(("lab.bridge_address",
                        f"{spec.bridge_address} (the machine's address on the lab bridge) is taken by a node "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,8 +13,7 @@ import pytest
 from pgha.cli import main
 from pgha.lab.control import Lab
 from pgha.lab.network import existing_namespaces, link_exists
-from pgha.probe import Credentials
-from pgha.probe import pg
+from pgha.probe import Credentials, pg
 from pgha.snapshot import take
 from pgha.verify import verify
 
@@ -73,7 +73,7 @@ def test_etcd_state_flipped_to_existing(lab: Lab) -> None:
 
     for node in lab.spec.postgres_nodes:
         layout = NodeLayout(lab.spec, node, lab.transport.node_root(node))
-        env = parse_env(open(layout.etcd_env).read())
+        env = parse_env(Path(layout.etcd_env).read_text())
         assert env["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from pgha import __version__, spec as spec_mod
+from pgha import __version__
+from pgha import spec as spec_mod
 from pgha.cli.output import FORMATS, err
 from pgha.spec import ClusterSpec
 

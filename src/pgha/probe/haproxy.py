@@ -39,6 +39,7 @@ def view(spec: ClusterSpec, node: Node, timeout: float = 2.0) -> HaproxyView:
     rows = csv.DictReader(io.StringIO(r.text.lstrip("# ")))
     servers = tuple(
         BackendServer(row["pxname"], row["svname"], row["status"])
-        for row in rows if row.get("svname") not in ("FRONTEND", "BACKEND") and row.get("pxname", "").startswith("postgres")
+        for row in rows
+        if row.get("svname") not in ("FRONTEND", "BACKEND") and row.get("pxname", "").startswith("postgres")
     )
     return HaproxyView(node.name, True, servers)

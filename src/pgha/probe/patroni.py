@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,11 +76,9 @@ def wake_up(spec: ClusterSpec, nodes: tuple[Node, ...], creds: Credentials) -> N
     and a replica reports its lag at once, instead of up to loop_wait seconds later.
     """
     for node in nodes:
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # not up yet: nothing to wake
             PatroniApi(spec, node, creds, timeout=1.0).call("PATCH", "/config", {"loop_wait": spec.dcs.loop_wait},
                                                             timeout=1.0)
-        except httpx.HTTPError:
-            pass  # not up yet: nothing to wake
 
 
 def cluster(spec: ClusterSpec, creds: Credentials) -> tuple[dict[str, Any] | None, str | None]:
