@@ -26,7 +26,11 @@ def lab() -> Iterator[object]:
     from pgha.lab.control import Lab
 
     the_lab = Lab(lab_spec())
-    the_lab.down()  # a stale lab from a killed run must not break this one
+    the_lab.down()
+    # Leave a half-built lab behind (namespaces, bridge, a stale node root), as a killed run would:
+    # `up` must clean it and build a working lab over it.
+    the_lab.network.create()
+    (the_lab.state.nodes / "postgres-01" / "var/lib/postgresql/data").mkdir(parents=True)
     try:
         the_lab.up()
         yield the_lab

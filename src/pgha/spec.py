@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pgha.errors import SpecError
 
 DEFAULT_SPEC_FILE = "cluster.yml"
-STATE_ROOT = Path(os.environ.get("PGHA_STATE_ROOT", "/var/lib/pgha"))
+STATE_ROOT = Path(os.environ.get("PGHA_STATE_ROOT") or (
+    "/var/lib/pgha" if os.geteuid() == 0 else Path.home() / ".local/state/pgha"))
+"""Where each cluster's state directory lives (the lab needs root, so /var/lib/pgha for it)."""
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
 

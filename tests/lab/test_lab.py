@@ -171,3 +171,17 @@ def test_zz_down_leaves_nothing(lab: Lab) -> None:
                                                          capture_output=True, text=True).stdout]
     assert sorted(alive) == sorted(zombies)
     assert not lab.state.root.exists()
+
+
+def test_missing_prerequisite_is_named(lab: Lab) -> None:
+    from pgha import spec as spec_mod
+    from pgha.errors import MissingPrerequisite
+
+    data = spec_mod.default_data(lab=True, name="pgha-ci-missing")
+    data["paths"] = {"patroni_venv": "/nonexistent/patroni-venv"}
+    broken = Lab(spec_mod.parse(data))
+    with pytest.raises(MissingPrerequisite) as info:
+        broken.up()
+    assert "/nonexistent/patroni-venv/bin/patroni" in info.value.message
+    assert "bootstrap.sh" in (info.value.hint or "")
+    assert not broken.network.exists()  # refused before touching anything

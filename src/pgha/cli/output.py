@@ -16,7 +16,7 @@ from pgha.errors import PghaError
 from pgha.orchestrate import Reporter
 
 FORMATS = ("pretty", "json", "yaml")
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
 
 

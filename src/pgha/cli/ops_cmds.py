@@ -1,0 +1,256 @@
+"""pgha status, switchover, failover, pause, resume, restart, reload, reinit, config, sync, lag,
+history, metrics, ctl."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import click
+import yaml
+
+from pgha.cli.common import cli, format_option, load_spec, spec_option
+from pgha.cli.output import emit, err, table
+from pgha.lab.control import Lab
+from pgha.ops import Operations, parse_assignments
+from pgha.probe import Credentials
+from pgha.snapshot import ClusterSnapshot
+from pgha.spec import ClusterSpec
+
+
+def _ops(spec_path: str | None) -> Operations:
+    spec = load_spec(spec_path, lab_fallback=True)
+    lab = Lab(spec)
+    return Operations(spec, Credentials.of(spec), lab.transport if lab.transport.supervisor.is_running() else None)
+
+
+def status_data(spec: ClusterSpec, snap: ClusterSnapshot) -> dict[str, Any]:
+    """The stable JSON schema of `pgha status` (documented in the README)."""
+    return {
+        "cluster": spec.name,
+        "leader": snap.leader.name if snap.leader else None,
+        "paused": snap.paused,
+        "members": [{"name": m.name, "node": m.node, "host": m.host, "role": m.role, "state": m.state,
+                     "timeline": m.timeline, "lag_mb": m.lag_mb, "tags": m.tags,
+                     "pending_restart": m.pending_restart} for m in snap.members],
+        "etcd": [{"name": e.name, "healthy": e.healthy, "is_leader": e.is_leader, "db_size": e.db_size,
+                  "raft_term": e.raft_term, "error": e.error} for e in snap.etcd],
+        "haproxy": [{"node": h.node, "reachable": h.reachable,
+                     "backends": [{"backend": s.backend, "server": s.server, "status": s.status}
+                                  for s in h.servers]} for h in snap.haproxy],
+        "vip": {"address": snap.vip_address,
+                "holders": list(snap.vip_holders) if snap.vip_holders is not None else None},
+    }
+
+
+def _status_pretty(spec: ClusterSpec, snap: ClusterSnapshot) -> Any:
+    from rich.console import Group
+
+    members = table(f"Patroni: cluster {spec.name}" + (" [yellow](PAUSED)[/]" if snap.paused else ""),
+                    ["member", "node", "host", "role", "state", "TL", "lag MB", "pending restart"],
+                    [(m.name, m.node, m.host, m.role, m.state, m.timeline, m.lag_mb,
+                      "yes" if m.pending_restart else "") for m in snap.members])
+    etcd = table("etcd", ["member", "healthy", "leader", "db size", "raft term"],
+                 [(e.name, "yes" if e.healthy else f"[red]no[/] {e.error}", "yes" if e.is_leader else "",
+                   e.db_size, e.raft_term) for e in snap.etcd])
+    ha = table("HAProxy backends (UP servers)", ["node", "primary", "replicas"],
+               [(h.node, ", ".join(h.up("postgres_primary")) if h.reachable else f"[red]unreachable[/] {h.error}",
+                 ", ".join(h.up("postgres_replicas"))) for h in snap.haproxy])
+    holders = "not inspected" if snap.vip_holders is None else (", ".join(snap.vip_holders) or "[red]nobody[/]")
+    return Group(members, etcd, ha, f"VIP {snap.vip_address}: held by {holders}")
+
+
+@cli.command("status")
+@spec_option
+@format_option
+@click.option("--watch", "watch", type=float, default=None, metavar="SECONDS", help="Refresh every N seconds.")
+def status_cmd(spec_path: str | None, fmt: str, watch: float | None) -> None:
+    """One view of the stack: etcd, Patroni members, HAProxy backends, the VIP holder."""
+    ops = _ops(spec_path)
+    while True:
+        snap = ops.snapshot()
+        if watch and fmt == "pretty":
+            click.clear()
+        emit(status_data(ops.spec, snap), fmt, _status_pretty(ops.spec, snap))
+        if not watch:
+            return
+        time.sleep(watch)
+
+
+def _confirm(force: bool, what: str) -> None:
+    if force:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{what}: confirm on a terminal, or pass --force")
+    click.confirm(f"{what}?", abort=True)
+
+
+def _after(ops: Operations, message: str) -> None:
+    err.print(message)
+    snap = ops.snapshot()
+    emit(status_data(ops.spec, snap), "pretty", _status_pretty(ops.spec, snap))
+
+
+@cli.command()
+@spec_option
+@click.option("--candidate", default=None, help="Node or member to promote (default: Patroni's choice).")
+@click.option("--at", "at", default=None, help="Schedule it (ISO 8601 time with timezone).")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+def switchover(spec_path: str | None, candidate: str | None, at: str | None, force: bool) -> None:
+    """Planned switchover to a replica (zero data loss), waiting for the new topology."""
+    ops = _ops(spec_path)
+    _confirm(force, f"switch the primary over to {candidate or 'the best replica'}")
+    _after(ops, ops.switchover(candidate, at))
+
+
+@cli.command()
+@spec_option
+@click.option("--candidate", required=True, help="Node or member to promote.")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+def failover(spec_path: str | None, candidate: str, force: bool) -> None:
+    """Manual failover (only when the primary is confirmed down)."""
+    ops = _ops(spec_path)
+    _confirm(force, f"fail over to {candidate}")
+    _after(ops, ops.failover(candidate))
+
+
+@cli.command()
+@spec_option
+def pause(spec_path: str | None) -> None:
+    """Disable automatic failover (maintenance)."""
+    err.print(_ops(spec_path).set_pause(True))
+
+
+@cli.command()
+@spec_option
+def resume(spec_path: str | None) -> None:
+    """Re-enable automatic failover."""
+    err.print(_ops(spec_path).set_pause(False))
+
+
+@cli.command()
+@spec_option
+@click.argument("nodes", nargs=-1)
+@click.option("--all", "all_nodes", is_flag=True, help="Every PostgreSQL node.")
+@click.option("--pending", is_flag=True, help="Only nodes with a pending restart.")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+def restart(spec_path: str | None, nodes: tuple[str, ...], all_nodes: bool, pending: bool, force: bool) -> None:
+    """Restart PostgreSQL through Patroni (never through systemctl)."""
+    ops = _ops(spec_path)
+    targets = [n.name for n in ops.spec.postgres_nodes] if all_nodes else list(nodes)
+    if not targets:
+        raise click.UsageError("name a NODE or pass --all")
+    _confirm(force, f"restart PostgreSQL on {', '.join(targets)}")
+    _after(ops, ops.restart(targets, pending))
+
+
+@cli.command()
+@spec_option
+def reload(spec_path: str | None) -> None:
+    """Reload the configuration on every node."""
+    err.print(_ops(spec_path).reload())
+
+
+@cli.command()
+@spec_option
+@click.argument("node")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+def reinit(spec_path: str | None, node: str, force: bool) -> None:
+    """Wipe a replica and rebuild it from the leader."""
+    ops = _ops(spec_path)
+    _confirm(force, f"wipe and rebuild {node}")
+    _after(ops, ops.reinit(node))
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The cluster's dynamic (DCS) configuration."""
+
+
+@config_group.command("show")
+@spec_option
+@format_option
+def config_show(spec_path: str | None, fmt: str) -> None:
+    data = _ops(spec_path).config()
+    emit(data, "yaml" if fmt == "pretty" else fmt)
+
+
+@config_group.command("set")
+@spec_option
+@click.argument("assignments", nargs=-1, required=True)
+def config_set(spec_path: str | None, assignments: tuple[str, ...]) -> None:
+    """KEY=VALUE… (dotted keys nest: postgresql.parameters.work_mem=8MB), validated before sending."""
+    data = _ops(spec_path).set_config(parse_assignments(assignments))
+    emit(data, "yaml")
+
+
+@config_group.command("edit")
+@spec_option
+def config_edit(spec_path: str | None) -> None:
+    """Edit the configuration in $EDITOR; only the changed keys are sent."""
+    ops = _ops(spec_path)
+    current = ops.config()
+    edited = click.edit(yaml.safe_dump(current, sort_keys=False), extension=".yml")
+    if edited is None:
+        err.print("no change")
+        return
+    new = yaml.safe_load(edited) or {}
+    changes = {k: v for k, v in new.items() if current.get(k) != v}
+    changes.update({k: None for k in current if k not in new})
+    if not changes:
+        err.print("no change")
+        return
+    emit(ops.set_config(changes), "yaml")
+
+
+@cli.command("sync")
+@spec_option
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--strict", is_flag=True, help="Refuse writes when no synchronous standby is available.")
+def sync_cmd(spec_path: str | None, state: str, strict: bool) -> None:
+    """Synchronous replication on or off (zero acknowledged-write loss when on)."""
+    err.print(_ops(spec_path).set_sync(state == "on", strict))
+
+
+@cli.command()
+@spec_option
+@format_option
+def lag(spec_path: str | None, fmt: str) -> None:
+    """Replication lag from pg_stat_replication on the leader."""
+    rows = _ops(spec_path).lag()
+    data = [{"client_addr": r[0], "state": r[1], "sync_state": r[2], "lag_bytes": r[3]} for r in rows]
+    emit(data, fmt, table("pg_stat_replication", ["client", "state", "sync", "lag bytes"], rows))
+
+
+@cli.command()
+@spec_option
+@format_option
+def history(spec_path: str | None, fmt: str) -> None:
+    """Timeline history: every failover and switchover."""
+    rows = _ops(spec_path).history()
+    emit(rows, fmt, table("history", ["TL", "LSN", "reason", "timestamp", "new leader"],
+                          [tuple(r) + ("",) * (5 - len(r)) for r in rows]))
+
+
+@cli.command()
+@spec_option
+@click.argument("node")
+def metrics(spec_path: str | None, node: str) -> None:
+    """Patroni's Prometheus metrics of one node."""
+    click.echo(_ops(spec_path).metrics(node))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@spec_option
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ctl(spec_path: str | None, args: tuple[str, ...]) -> None:
+    """The real patronictl with a generated, CA-verifying config: pgha ctl -- list."""
+    from pgha.patronictl import config_file
+
+    spec = load_spec(spec_path, lab_fallback=True)
+    path = config_file(spec)
+    exe = f"{spec.paths.patroni_venv}/bin/patronictl"
+    sys.stdout.flush()
+    os.execv(exe, [exe, "-c", str(path), *args])

@@ -1,0 +1,231 @@
+"""Day-2 operations through Patroni's REST API (TLS verified against the CA, authenticated), each
+waiting for its outcome. Works through the spec's addresses only, so the lab and real servers alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from pgha.errors import PghaError, UsageError
+from pgha.probe import Credentials
+from pgha.probe import pg as pg_probe
+from pgha.probe.patroni import PatroniApi, PatroniMember
+from pgha.snapshot import ClusterSnapshot, take
+from pgha.spec import ClusterSpec, Node
+from pgha.transport.base import Transport
+
+
+class Operations:
+    """One cluster's operations; every method returns a sentence saying what happened."""
+
+    def __init__(self, spec: ClusterSpec, creds: Credentials, transport: Transport | None = None) -> None:
+        self.spec, self.creds, self.transport = spec, creds, transport
+
+    # -- helpers ------------------------------------------------------------------------------
+    def snapshot(self) -> ClusterSnapshot:
+        return take(self.spec, self.creds, self.transport)
+
+    def api(self, node: Node) -> PatroniApi:
+        return PatroniApi(self.spec, node, self.creds)
+
+    def member(self, snap: ClusterSnapshot, name: str) -> PatroniMember:
+        node = self.spec.node(name)
+        if not node.is_postgres:
+            raise UsageError(f"{node.name} is not a PostgreSQL node")
+        for m in snap.members:
+            if m.name == node.member_name:
+                return m
+        raise UsageError(f"{node.name} ({node.member_name}) is not a member of the cluster right now",
+                         hint="is Patroni running there? see `pgha status`")
+
+    def leader_api(self, snap: ClusterSnapshot) -> tuple[PatroniMember, PatroniApi]:
+        if snap.leader is None:
+            raise PghaError("the cluster has no leader right now", hint="see `pgha status`")
+        return snap.leader, self.api(self.spec.node(snap.leader.name))
+
+    def any_api(self) -> PatroniApi:
+        snap = self.snapshot()
+        if snap.leader is not None:
+            return self.api(self.spec.node(snap.leader.name))
+        for m in snap.members:
+            if m.is_running:
+                return self.api(self.spec.node(m.name))
+        raise PghaError("no Patroni REST API answers", hint="see `pgha status`")
+
+    def wait(self, what: str, check: Callable[[ClusterSnapshot], bool], timeout: float) -> ClusterSnapshot:
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.snapshot()
+            if check(snap):
+                return snap
+            if time.monotonic() > deadline:
+                raise PghaError(f"{what}: not reached after {timeout:g} s",
+                                hint="see `pgha status` and `pgha lab logs NODE patroni`")
+            time.sleep(0.5)
+
+    @staticmethod
+    def _expect(code: int, body: Any, what: str, ok: tuple[int, ...] = (200,)) -> None:
+        if code not in ok:
+            raise PghaError(f"{what} refused by Patroni (HTTP {code}): {str(body).strip()}")
+
+    def healthy(self, snap: ClusterSnapshot, leader: str | None = None) -> bool:
+        """A leader (the given one if any) and every other member streaming."""
+        if snap.leader is None or (leader and snap.leader.name != leader):
+            return False
+        want = len(self.spec.postgres_nodes) - 1
+        return sum(1 for m in snap.replicas if m.state == "streaming") == want
+
+    # -- switchover / failover ------------------------------------------------------------------
+    def check_candidate(self, snap: ClusterSnapshot, name: str) -> PatroniMember:
+        """The guard rails: refuse with the reason instead of letting Patroni half-do it."""
+        cand = self.member(snap, name)
+        if cand.is_leader:
+            raise UsageError(f"{cand.name} is already the leader")
+        if not cand.is_running:
+            raise UsageError(f"{cand.name} is not running (state {cand.state}): it cannot take over")
+        if cand.tags.get("nofailover"):
+            raise UsageError(f"{cand.name} is tagged nofailover: it must never be promoted")
+        max_lag = self.spec.dcs.maximum_lag_on_failover
+        if cand.lag_mb is None or cand.lag_mb * 1048576 > max_lag:
+            raise UsageError(f"{cand.name} lags {cand.lag_mb} MB, beyond maximum_lag_on_failover "
+                             f"({max_lag} bytes): promoting it would lose data")
+        return cand
+
+    def switchover(self, candidate: str | None = None, at: str | None = None, timeout: float = 60) -> str:
+        snap = self.snapshot()
+        if snap.paused:
+            raise UsageError("the cluster is paused: a switchover would not be followed by Patroni's care",
+                             hint="`pgha resume` first")
+        leader, api = self.leader_api(snap)
+        body: dict[str, Any] = {"leader": leader.name}
+        if candidate:
+            body["candidate"] = self.check_candidate(snap, candidate).name
+        if at:
+            body["scheduled_at"] = at
+        code, answer = api.call("POST", "/switchover", body, timeout=timeout)
+        self._expect(code, answer, "switchover", (200, 202))
+        if at:
+            return f"switchover scheduled at {at}: {answer}"
+        snap = self.wait("switchover", lambda s: s.leader is not None and s.leader.name != leader.name
+                         and (not candidate or s.leader.name == body["candidate"]) and self.healthy(s), timeout)
+        assert snap.leader is not None
+        return f"switchover done: {snap.leader.name} is the leader, {leader.name} streams from it"
+
+    def failover(self, candidate: str, timeout: float = 60) -> str:
+        snap = self.snapshot()
+        cand = self.member(snap, candidate)
+        if not cand.is_running:
+            raise UsageError(f"{cand.name} is not running (state {cand.state})")
+        api = self.api(self.spec.node(cand.name))
+        code, answer = api.call("POST", "/failover", {"candidate": cand.name}, timeout=timeout)
+        self._expect(code, answer, "failover", (200, 202))
+        self.wait("failover", lambda s: s.leader is not None and s.leader.name == cand.name, timeout)
+        return f"failover done: {cand.name} is the leader"
+
+    # -- pause / resume / restart / reload / reinit -------------------------------------------
+    def set_pause(self, paused: bool, timeout: float = 30) -> str:
+        code, answer = self.any_api().call("PATCH", "/config", {"pause": paused})
+        self._expect(code, answer, "pause" if paused else "resume")
+        self.wait("pause" if paused else "resume", lambda s: s.paused == paused, timeout)
+        return "cluster paused: no automatic failover until `pgha resume`" if paused else \
+            "cluster resumed: automatic failover is on"
+
+    def restart(self, nodes: list[str], pending_only: bool = False, timeout: float = 120) -> str:
+        snap = self.snapshot()
+        done = []
+        for name in nodes:
+            m = self.member(snap, name)
+            if pending_only and not m.pending_restart:
+                continue
+            body = {"restart_pending": True} if pending_only else {}
+            code, answer = self.api(self.spec.node(m.name)).call("POST", "/restart", body, timeout=timeout)
+            self._expect(code, answer, f"restart of {m.name}")
+            done.append(m.name)
+        self.wait("restart", self.healthy, timeout)
+        return f"restarted PostgreSQL on {', '.join(done)}" if done else "nothing to restart"
+
+    def reload(self) -> str:
+        for node in self.spec.postgres_nodes:
+            code, answer = self.api(node).call("POST", "/reload")
+            self._expect(code, answer, f"reload on {node.name}", (200, 202))
+        return f"configuration reloaded on {len(self.spec.postgres_nodes)} nodes"
+
+    def reinit(self, name: str, timeout: float = 180) -> str:
+        snap = self.snapshot()
+        m = self.member(snap, name)
+        if m.is_leader:
+            raise UsageError(f"{m.name} is the leader: reinit rebuilds a replica from the leader")
+        code, answer = self.api(self.spec.node(m.name)).call("POST", "/reinitialize", {"force": True})
+        self._expect(code, answer, f"reinit of {m.name}")
+        time.sleep(1)
+        self.wait("reinit", self.healthy, timeout)
+        return f"{m.name} rebuilt from the leader and streaming"
+
+    # -- DCS configuration ------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        code, body = self.any_api().get("/config")
+        self._expect(code, body, "reading the configuration")
+        return dict(body)
+
+    def set_config(self, changes: dict[str, Any]) -> dict[str, Any]:
+        merged = {**self.config(), **changes}
+        ttl, loop, retry = (int(merged.get(k, d)) for k, d in
+                            (("ttl", 30), ("loop_wait", 10), ("retry_timeout", 10)))
+        if ttl < 20:
+            raise UsageError(f"ttl {ttl} is below Patroni's floor of 20 (Patroni would silently use 20)")
+        if loop + 2 * retry > ttl:
+            raise UsageError(f"loop_wait + 2*retry_timeout = {loop + 2 * retry} exceeds ttl {ttl}")
+        code, body = self.any_api().call("PATCH", "/config", changes)
+        self._expect(code, body, "configuration change")
+        return dict(body)
+
+    def set_sync(self, on: bool, strict: bool = False, timeout: float = 60) -> str:
+        self.set_config({"synchronous_mode": on, "synchronous_mode_strict": strict and on})
+
+        def reached(snap: ClusterSnapshot) -> bool:
+            states = {r[2] for r in self.lag()}
+            return ("sync" in states) == on
+        self.wait("synchronous mode", reached, timeout)
+        return "synchronous mode on" + (" (strict)" if strict else "") if on else "synchronous mode off"
+
+    # -- monitoring ---------------------------------------------------------------------------
+    def lag(self) -> list[tuple[Any, ...]]:
+        """(client address, state, sync_state, replay lag bytes) from pg_stat_replication on the leader."""
+        snap = self.snapshot()
+        leader, _ = self.leader_api(snap)
+        node = self.spec.node(leader.name)
+        return pg_probe.query(str(node.address), self.spec.ports.postgresql, self.creds,
+                              "select host(client_addr), state, sync_state, "
+                              "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint "
+                              "from pg_stat_replication order by 1")
+
+    def history(self) -> list[Any]:
+        code, body = self.any_api().get("/history")
+        self._expect(code, body, "reading the history")
+        return list(body)
+
+    def metrics(self, name: str) -> str:
+        node = self.spec.node(name)
+        code, body = self.api(node).get("/metrics")
+        self._expect(code, body, "reading metrics")
+        return str(body)
+
+
+def parse_assignments(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """KEY=VALUE pairs; dotted keys nest (postgresql.parameters.work_mem=8MB); values are YAML."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"'{pair}' is not KEY=VALUE")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw else None
+        parts = key.strip().split(".")
+        cursor = out
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = value
+    return out
