@@ -36,3 +36,11 @@ def lab() -> Iterator[object]:
         yield the_lab
     finally:
         the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def lab_spec_file(lab: object, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test lab's spec as a file, for CLI calls (`--spec FILE`)."""
+    path = tmp_path_factory.mktemp("spec") / "cluster.yml"
+    path.write_text(spec_mod.dump(spec_mod.default_data(lab=True, name=LAB_NAME)))
+    return str(path)
