@@ -334,9 +334,14 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
         errors.append(("nodes", "no haproxy node: at least one is needed to route clients to the primary"))
 
     net = spec.network
+    outside = [i for i, node in enumerate(spec.nodes) if node.address not in net]
+    if spec.nodes and len(outside) == len(spec.nodes):
+        errors.append(("vip.address", f"{spec.vip.address}/{spec.vip.prefix} is not in the nodes' subnet "
+                                      f"(nodes[0] is {spec.nodes[0].address})"))
+    else:
+        errors += [(f"nodes[{i}].address", f"{spec.nodes[i].address} is not in the VIP's subnet {net}")
+                   for i in outside]
     for i, node in enumerate(spec.nodes):
-        if node.address not in net:
-            errors.append((f"nodes[{i}].address", f"{node.address} is not in the VIP's subnet {net}"))
         if node.address == spec.vip.address:
             errors.append(("vip.address", f"{spec.vip.address} is also the address of nodes[{i}]"))
         if node.priority is not None and not node.is_haproxy:
