@@ -292,46 +292,15 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-_PATTERN_RULES = {
-    NAME_RE: "must be 1 to 32 lowercase letters, digits or '-', not starting or ending with '-'",
-    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$":
-        "must be 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit",
-    r"^/([A-Za-z0-9_.-]+/)*$": "must be a path that starts and ends with '/', like /service/",
-}
-"""The spec's regexes in words: a raw pattern reads badly (and the console takes [a-z] for markup)."""
-
-_TYPE_RULES = {
-    "int_type": "must be an integer", "int_parsing": "must be an integer",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number", "float_parsing": "must be a number",
-    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
-    "string_type": "must be a string",
-    "list_type": "must be a list", "tuple_type": "must be a list",
-    "dict_type": "must be a mapping", "model_type": "must be a mapping",
-    "model_attributes_type": "must be a mapping",
-    "ip_v4_address": "must be an IPv4 address",
-}
-"""YAML words for pydantic's error types (a YAML user writes lists and mappings, not tuples and dicts)."""
-
-
 def _pydantic_message(err: dict[str, Any]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         return "unknown key (not part of the spec; see `pgha spec schema`)"
     if kind == "missing":
         return "is required"
-    ctx = err.get("ctx") or {}
-    if kind == "string_pattern_mismatch":
-        problem = _PATTERN_RULES.get(ctx.get("pattern"), f"does not match the pattern {ctx.get('pattern')}")
-    elif kind == "enum":
-        problem = f"must be {ctx['expected']}"
-    elif kind in _TYPE_RULES:
-        problem = _TYPE_RULES[kind]
-    else:  # bounds and the rest: pydantic's own words, "Input should be ..." as "must be ..."
-        problem = err["msg"].rstrip(".").replace("Input should be", "must be", 1)
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-    return f"{problem} (got {shown})"
+    return f"{err['msg'].rstrip('.')} (got {shown})"
 
 
 def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
@@ -358,10 +327,8 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
             members[node.member_name] = i
 
     n_pg = len(spec.postgres_nodes)
-    if n_pg == 0:
-        errors.append(("nodes", "no postgres node: etcd and Patroni run on them; use 1, 3 or 5"))
-    elif n_pg % 2 == 0:
-        errors.append(("nodes", f"{n_pg} postgres nodes, but etcd runs on each and needs an odd number "
+    if n_pg == 0 or n_pg % 2 == 0:
+        errors.append(("nodes", f"{n_pg} postgres nodes: etcd runs on each and needs an odd number "
                                 "(1, 3, 5) to keep a quorum"))
     if not spec.haproxy_nodes:
         errors.append(("nodes", "no haproxy node: at least one is needed to route clients to the primary"))
@@ -400,7 +367,7 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
         errors.append(("dcs", f"loop_wait + 2*retry_timeout = {dcs.loop_wait + 2 * dcs.retry_timeout} "
                               f"exceeds ttl {dcs.ttl}: a healthy leader could lose its lease"))
     if dcs.synchronous_mode_strict and not dcs.synchronous_mode:
-        errors.append(("dcs.synchronous_mode_strict", "only works with synchronous_mode set to true"))
+        errors.append(("dcs.synchronous_mode_strict", "needs synchronous_mode: true"))
 
     ports = spec.ports.model_dump()
     seen_ports: dict[int, str] = {}
