@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from pgha.errors import SpecError
+from pgha.errors import SpecError, UsageError
 
 DEFAULT_SPEC_FILE = "cluster.yml"
 STATE_ROOT = Path(os.environ.get("PGHA_STATE_ROOT") or (
@@ -25,6 +24,16 @@ STATE_ROOT = Path(os.environ.get("PGHA_STATE_ROOT") or (
 """Where each cluster's state directory lives (the lab needs root, so /var/lib/pgha for it)."""
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+
+
+def _address_text(value: Any) -> Any:
+    """An address is written as text: `5` must not silently become 0.0.0.5."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("an IPv4 address is written as text, like 10.203.0.210")
+    return value
+
+
+IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_address_text)]
 
 
 class Frozen(BaseModel):
@@ -59,7 +68,7 @@ class Node(Frozen):
 
     name: Annotated[str, Field(pattern=NAME_RE)]
     role: Role
-    address: ipaddress.IPv4Address
+    address: IPv4
     member: Annotated[str | None, Field(pattern=NAME_RE)] = None
     """Patroni member and etcd member name (the seed: postgres-01 runs member postgresql-01)."""
     priority: Annotated[int | None, Field(ge=1, le=254)] = None
@@ -82,7 +91,7 @@ class Node(Frozen):
 class Vip(Frozen):
     """The floating address keepalived moves between the HAProxy nodes."""
 
-    address: ipaddress.IPv4Address
+    address: IPv4
     prefix: Annotated[int, Field(ge=8, le=32)] = 24
     interface: str = "eth0"
     router_id: Annotated[int, Field(ge=1, le=255)] = 51
@@ -160,7 +169,8 @@ class Paths(Frozen):
     haproxy_conf: str = "/etc/haproxy"
     keepalived_conf: str = "/etc/keepalived"
     run_dir: str = "/run/pgha"
-    etcd_bin: str | None = None
+    etcd_bin: str = "/usr/bin/etcd"
+    """Debian's etcd-server; /usr/local/bin/etcd for the release tarball the seed installs."""
     patroni_venv: str = "/opt/pgha/patroni"
     """A virtualenv with Patroni, built from the system Python so ``postgres`` can execute it."""
 
@@ -168,7 +178,7 @@ class Paths(Frozen):
 class Lab(Frozen):
     """Settings used only by ``pgha lab``: the bridge that joins the namespaces."""
 
-    bridge_address: ipaddress.IPv4Address | None = None
+    bridge_address: IPv4 | None = None
     """The machine's own address on the lab bridge; default: the subnet's first host."""
 
 
@@ -258,7 +268,7 @@ class ClusterSpec(Frozen):
 
     @property
     def etcd_bin(self) -> str:
-        return self.paths.etcd_bin or shutil.which("etcd") or "/usr/bin/etcd"
+        return self.paths.etcd_bin
 
     def node(self, name: str) -> Node:
         """A node by its spec name or its Patroni member name."""
@@ -266,7 +276,6 @@ class ClusterSpec(Frozen):
             if name in (n.name, n.member_name):
                 return n
         known = ", ".join(n.name for n in self.nodes)
-        from pgha.errors import UsageError
 
         raise UsageError(f"no node named '{name}' in the spec (known: {known})")
 
@@ -282,9 +291,14 @@ class ClusterSpec(Frozen):
 # -- loading -------------------------------------------------------------------------------------
 
 
+_UNION_TAGS = {"str", "int", "float", "bool", "function-before[_address_text(), ip_v4_address]"}
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if part in _UNION_TAGS:
+            continue  # pydantic names the union member it tried; the user wrote one field
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -391,6 +405,8 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
 
 def parse(data: Any, source: str = DEFAULT_SPEC_FILE) -> ClusterSpec:
     """Validate already-loaded YAML data; raise :class:`SpecError` on the first problems."""
+    if data is None:
+        raise SpecError(source, None, "the file is empty", hint="`pgha init` writes a complete spec")
     if not isinstance(data, dict):
         raise SpecError(source, None, f"expected a mapping at the top level, got {type(data).__name__}")
     try:
@@ -398,7 +414,8 @@ def parse(data: Any, source: str = DEFAULT_SPEC_FILE) -> ClusterSpec:
     except ValidationError as exc:
         errs = exc.errors()
         first = errs[0]
-        more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
+        fields = {_field_path(e["loc"]) for e in errs}  # a union reports one field several times
+        more = f" (and {len(fields) - 1} more problem(s))" if len(fields) > 1 else ""
         raise SpecError(source, _field_path(first["loc"]) or None, _pydantic_message(dict(first)) + more,
                         hint="fix the field and run again; `pgha spec schema` lists every field") from None
     problems = _semantic_errors(spec)
@@ -419,6 +436,8 @@ def load(path: str | os.PathLike[str] = DEFAULT_SPEC_FILE) -> ClusterSpec:
                         hint="create one with `pgha init` (or `pgha init --lab`), or pass --spec FILE") from None
     except OSError as exc:
         raise SpecError(str(p), None, f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(p), None, f"not UTF-8 text (byte {exc.start}): is this the spec file?") from None
     try:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
@@ -439,7 +458,13 @@ LAB_SUBNET = "10.203.0.0/24"
 def default_data(*, lab: bool = False, subnet: str | None = None, name: str = "postgresql-cluster",
                  profile: Profile = Profile.SEED) -> dict[str, Any]:
     """The seed's six hosts and VIP as spec data (the seed's last octets in the chosen subnet)."""
-    net = ipaddress.ip_network(subnet or (LAB_SUBNET if lab else SEED_SUBNET))
+    try:
+        net = ipaddress.IPv4Network(subnet or (LAB_SUBNET if lab else SEED_SUBNET))
+    except ValueError as exc:
+        raise UsageError(f"--subnet {subnet}: {exc}", hint="e.g. --subnet 10.203.0.0/24") from None
+    if net.prefixlen > 24:
+        raise UsageError(f"--subnet {subnet}: too small for the seed's last octets (.200-.210)",
+                         hint="use a /24 (or larger) subnet")
     base = int(net.network_address)
 
     def addr(last: int) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
@@ -40,11 +41,11 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 
 def print_error(exc: PghaError) -> None:
-    err.print(f"[bold red]pgha: error:[/] {exc.message}", markup=True)
+    err.print(f"[bold red]pgha: error:[/] {escape(exc.message)}", markup=True)
     if exc.details:
         err.print(exc.details, markup=False)
     if exc.hint:
-        err.print(f"[yellow]hint:[/] {exc.hint}", markup=True)
+        err.print(f"[yellow]hint:[/] {escape(exc.hint)}", markup=True)
 
 
 class ConsoleReporter(Reporter):

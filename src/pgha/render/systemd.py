@@ -7,8 +7,9 @@ from pgha.service import Service
 
 
 def render_unit(service: Service, cluster: str) -> str:
-    env_lines = "".join(f'Environment="{k}={v}"\n' for k, v in service.environment)
-    env_file = f"EnvironmentFile={service.env_file}\n" if service.env_file else ""
+    optional = "".join(f'Environment="{k}={v}"\n' for k, v in service.environment)
+    optional += f"EnvironmentFile={service.env_file}\n" if service.env_file else ""
+    optional += f"WorkingDirectory={service.working_dir}\n" if service.working_dir else ""
     return fill(
         "systemd.service",
         cluster=cluster,
@@ -17,10 +18,9 @@ def render_unit(service: Service, cluster: str) -> str:
         type="notify" if service.notify else "simple",
         user=service.user,
         group=service.group,
-        environment_file=env_lines + env_file,
-        working_directory=f"WorkingDirectory={service.working_dir}" if service.working_dir else "",
+        optional=optional,
         exec_start=" ".join(service.argv),
-        exec_reload=f"ExecReload=/bin/kill -s {service.reload_signal} $MAINPID" if service.reload_signal else "",
+        reload=f"ExecReload=/bin/kill -s {service.reload_signal} $MAINPID\n" if service.reload_signal else "",
         kill_mode=service.kill_mode,
         restart=service.restart,
         restart_sec=f"{service.restart_sec:g}s",
