@@ -192,6 +192,35 @@ class Operations:
         self.wait("synchronous mode", reached, timeout)
         return "synchronous mode on" + (" (strict)" if strict else "") if on else "synchronous mode off"
 
+    # -- full reset ---------------------------------------------------------------------------
+    def vip_clients(self) -> list[tuple[Any, ...]]:
+        """Client sessions that came in through HAProxy (their address is an HAProxy node's)."""
+        snap = self.snapshot()
+        leader, _ = self.leader_api(snap)
+        proxies = [str(n.address) for n in self.spec.haproxy_nodes]
+        return pg_probe.query(str(self.spec.node(leader.name).address), self.spec.ports.postgresql, self.creds,
+                              "select pid, usename, host(client_addr), application_name from pg_stat_activity "
+                              "where backend_type = 'client backend' and pid <> pg_backend_pid() "
+                              "and host(client_addr) = any(%s)", (proxies,))
+
+    def reset(self, plans: list[Any], reporter: Any = None, force: bool = False) -> str:
+        """Wipe etcd and PostgreSQL data and rebuild the cluster (seed section 18)."""
+        from pgha.orchestrate import Orchestrator
+
+        if self.transport is None:
+            raise UsageError("reset needs a transport to reach the nodes (the lab, or SSH for servers)")
+        if not force:
+            try:
+                clients = self.vip_clients()
+            except PghaError:
+                clients = []  # no leader: nobody can be connected through the VIP
+            if clients:
+                who = ", ".join(f"{u}@{a} (pid {p})" for p, u, a, _ in clients[:5])
+                raise UsageError(f"{len(clients)} client(s) connected through the VIP: {who}",
+                                 hint="disconnect them first, or pass --force")
+        timings = Orchestrator(self.spec, self.transport, reporter, self.creds).reset(plans)
+        return f"cluster rebuilt from nothing in {timings.total:.1f} s (certificates kept)"
+
     # -- monitoring ---------------------------------------------------------------------------
     def lag(self) -> list[tuple[Any, ...]]:
         """(client address, state, sync_state, replay lag bytes) from pg_stat_replication on the leader."""

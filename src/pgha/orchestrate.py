@@ -224,3 +224,28 @@ class Orchestrator:
         self.set_etcd_state("existing")
         self.start_proxies()
         return self.timings
+
+    def reset(self, plans: list[NodePlan]) -> Timings:
+        """The seed's section 18: a cluster rebuilt from nothing, certificates kept.
+
+        Patroni stops everywhere before etcd (so it releases the leader key cleanly), etcd and
+        PostgreSQL data are wiped, initial-cluster-state goes back to 'new', then the bring-up order.
+        """
+        pg = self.spec.postgres_nodes
+        with self.step("stop Patroni on every node, then etcd"):
+            for node in reversed(pg):  # replicas first: no failover race while the leader stops
+                self.transport.stop(node, "patroni")
+            for node in pg:
+                self.transport.stop(node, "etcd")
+        with self.step("wipe etcd and PostgreSQL data (certificates kept)"):
+            for plan in plans:
+                if plan.node.is_postgres:
+                    self.transport.remove_tree(plan.node, plan.layout.etcd_data)
+                    self.transport.remove_tree(plan.node, plan.layout.pg_data)
+                    for d in plan.dirs:
+                        self.transport.ensure_dir(plan.node, d)
+        self.set_etcd_state("new", restart=False)
+        self.start_etcd()
+        self.start_patroni()
+        self.set_etcd_state("existing")
+        return self.timings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,58 @@ def test_patronictl_list_and_switchover(lab: Lab, lab_spec_file: str) -> None:
     ops.wait("old leader back", ops.healthy, 60)
     ops.switchover("postgres-01")
     assert ops.snapshot().leader.name == "postgresql-01"  # type: ignore[union-attr]
+
+
+def test_paused_cluster_does_not_fail_over_then_does_after_resume(lab: Lab, ops: Operations) -> None:
+    from pgha.probe import pg
+
+    ops.set_config({"ttl": 20, "loop_wait": 2, "retry_timeout": 4})  # shorter lease: a shorter test
+    leader = lab.spec.node("postgres-01")
+    try:
+        ops.set_pause(True)
+        lab.stop(leader.name, "patroni")  # paused: Patroni leaves PostgreSQL running when it stops
+        time.sleep(20 + 6)  # past the leader lease
+        creds = Credentials.of(lab.spec)
+        for node in lab.spec.postgres_nodes[1:]:
+            assert pg.query(str(node.address), lab.spec.ports.postgresql, creds,
+                            "select pg_is_in_recovery()") == [(True,)], f"{node.name} was promoted while paused"
+        assert all(not m.is_leader for m in ops.snapshot().members if m.name != "postgresql-01")
+        ops.set_pause(False)
+        snap = ops.wait("failover after resume", lambda s: s.leader is not None
+                        and s.leader.name in ("postgresql-02", "postgresql-03"), 60)
+        assert snap.leader is not None
+    finally:
+        lab.start(leader.name, "patroni")
+    ops.wait("old leader back as a streaming replica", ops.healthy, 90)
+    ops.switchover("postgres-01")
+    ops.set_config({"ttl": 30, "loop_wait": 10, "retry_timeout": 10})
+
+
+def test_reset_refuses_while_a_client_uses_the_vip(lab: Lab, ops: Operations) -> None:
+    from pgha.probe import pg
+
+    with (pg.connect(str(lab.spec.vip.address), lab.spec.ports.postgresql, Credentials.of(lab.spec)),
+          pytest.raises(UsageError, match=r"1 client\(s\) connected through the VIP")):
+        ops.reset(lab.plans(), force=False)
+    assert ops.snapshot().leader is not None  # nothing was touched
+
+
+def test_reset_force_rebuilds_a_working_cluster(lab: Lab, ops: Operations) -> None:
+    from pgha.probe import pg
+    from pgha.render.etcd import parse_env
+    from pgha.verify import verify
+
+    creds = Credentials.of(lab.spec)
+    vip, port = str(lab.spec.vip.address), lab.spec.ports.postgresql
+    pg.query(vip, port, creds, "create table if not exists before_reset (x int)")
+    msg = ops.reset(lab.plans(), force=True)
+    assert "rebuilt" in msg
+    snap = ops.wait("healthy after reset", ops.healthy, 60)
+    assert snap.leader is not None and snap.leader.name == "postgresql-01" and snap.leader.timeline == 1
+    rows = pg.query(vip, port, creds, "select count(*) from pg_tables where tablename = 'before_reset'")
+    assert rows == [(0,)]
+    for plan in lab.plans()[3:]:
+        env = parse_env(Path(plan.layout.etcd_env).read_text())
+        assert env["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
+    report = verify(lab.spec, creds, lab.transport)
+    assert [c.name for c in report.checks if not c.passed] == []

@@ -254,3 +254,20 @@ def ctl(spec_path: str | None, args: tuple[str, ...]) -> None:
     exe = f"{spec.paths.patroni_venv}/bin/patronictl"
     sys.stdout.flush()
     os.execv(exe, [exe, "-c", str(path), *args])
+
+
+@cli.command()
+@spec_option
+@click.option("--force", is_flag=True, help="No confirmation; reset even with clients connected via the VIP.")
+def reset(spec_path: str | None, force: bool) -> None:
+    """Wipe etcd and PostgreSQL data everywhere and rebuild the cluster (certificates kept), then verify."""
+    from pgha.cli.lab_cmds import run_verify
+    from pgha.cli.output import ConsoleReporter
+
+    spec = load_spec(spec_path, lab_fallback=True)
+    lab = Lab(spec)
+    lab.require_running()
+    ops = Operations(spec, Credentials.of(spec), lab.transport)
+    _confirm(force, f"wipe ALL data of cluster {spec.name} and rebuild it")
+    err.print(ops.reset(lab.plans(), ConsoleReporter(), force=force))
+    run_verify(spec, "pretty", lab)
