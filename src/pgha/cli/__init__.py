@@ -7,12 +7,12 @@ import sys
 import click
 
 from pgha import __version__
-from pgha.cli import lab_cmds, ops_cmds, spec_cmds
+from pgha.cli import drill_cmds, lab_cmds, ops_cmds, spec_cmds
 from pgha.cli.common import cli
 from pgha.cli.output import err, print_error
 from pgha.errors import PghaError
 
-_COMMAND_MODULES = (spec_cmds, lab_cmds, ops_cmds)  # importing them registers their commands on `cli`
+_COMMAND_MODULES = (spec_cmds, lab_cmds, ops_cmds, drill_cmds)  # importing them registers their commands on `cli`
 
 __all__ = ["cli", "main", "__version__"]
 

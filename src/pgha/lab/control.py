@@ -163,8 +163,11 @@ class Lab:
             raise UsageError(f"{node.name} runs no {service} (it runs {', '.join(runs)})")
         return node
 
+    def _layout(self, node: Node) -> NodeLayout:
+        return NodeLayout(self.spec, node, self.transport.node_root(node))
+
     def postmaster_pid(self, node: Node) -> int | None:
-        pidfile = Path(NodeLayout(self.spec, node, str(self.state.node_root(node))).pg_data) / "postmaster.pid"
+        pidfile = Path(self._layout(node).pg_data) / "postmaster.pid"
         try:
             pid = int(pidfile.read_text().splitlines()[0])
             os.kill(pid, 0)
@@ -175,15 +178,15 @@ class Lab:
     def kill(self, node_name: str, service: str, sig: str = "KILL") -> str:
         self.require_running()
         node = self._service_node(node_name, service)
+        sig = sig.upper().removeprefix("SIG")
         if service == "postgres":
-            pid = self.postmaster_pid(node)
+            pid = self.transport.kill_postmaster(node, self._layout(node).pg_data, sig)
             if pid is None:
                 raise UsageError(f"no postmaster is running on {node.name}")
-            os.kill(pid, getattr(signal, f"SIG{sig.upper().removeprefix('SIG')}"))
-            return f"sent SIG{sig.upper().removeprefix('SIG')} to the postmaster (pid {pid}) on {node.name}"
+            return f"sent SIG{sig} to the postmaster (pid {pid}) on {node.name}"
         pid = self.transport.service_state(node, service).pid
-        self.transport.kill(node, service, sig.upper().removeprefix("SIG"))
-        return f"sent SIG{sig.upper().removeprefix('SIG')} to {service} (pid {pid}) on {node.name}"
+        self.transport.kill(node, service, sig)
+        return f"sent SIG{sig} to {service} (pid {pid}) on {node.name}"
 
     def stop(self, node_name: str, service: str) -> str:
         self.require_running()

@@ -201,6 +201,44 @@ class Supervisor:
         except xmlrpc.client.Fault as exc:
             raise PghaError(f"could not signal {name}: {exc.faultString}") from None
 
+    def signal_all(self, name: str, sig: str) -> None:
+        """Signal every process of the program, as `systemctl kill` signals the whole unit.
+
+        supervisord starts each program in its own process group, so HAProxy's master and workers
+        die together (signalling only the master would leave a worker serving).
+        """
+        pid = self.program_pid(name)
+        if pid is None:
+            return
+        number = getattr(signal, f"SIG{sig.upper().removeprefix('SIG')}")
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, number)
+            else:
+                os.kill(pid, number)
+        except ProcessLookupError:
+            pass
+
+    def kill_and_hold(self, name: str, sig: str) -> None:
+        """Signal the program and keep it down (systemd: `systemctl kill` then `systemctl stop`).
+
+        The restart policy would bring it straight back; stopping it right after the signal holds
+        it down as a crashed node would be, until `start_program`.
+        """
+        self.signal_all(name, sig)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            state = self.info(name).get("statename")
+            if state in ("STOPPED", "EXITED", "FATAL"):
+                return
+            if state in ("STARTING", "BACKOFF") or (state == "RUNNING"):
+                try:
+                    self.rpc.supervisor.stopProcess(name, True)
+                except xmlrpc.client.Fault as exc:
+                    if "NOT_RUNNING" not in exc.faultString:
+                        raise
+            time.sleep(0.02)
+
     def program_pid(self, name: str) -> int | None:
         info = self.info(name)
         return int(info["pid"]) if info.get("statename") == "RUNNING" and info.get("pid") else None

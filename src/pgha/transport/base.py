@@ -77,8 +77,8 @@ class Transport(abc.ABC):
     def stop(self, node: Node, service: str) -> None: ...
 
     @abc.abstractmethod
-    def kill(self, node: Node, service: str, sig: str = "KILL") -> None:
-        """Send a signal to the service's main process (the manager's restart policy applies)."""
+    def kill(self, node: Node, service: str, sig: str = "KILL", hold: bool = False) -> None:
+        """Signal the service's main process; the restart policy applies unless ``hold`` keeps it down."""
 
     @abc.abstractmethod
     def service_state(self, node: Node, service: str) -> ServiceState: ...
@@ -101,6 +101,22 @@ class Transport(abc.ABC):
         changed = [d.path for d in plan.dirs if self.ensure_dir(plan.node, d)]
         changed += [f.path for f in plan.files if self.put_file(plan.node, f)]
         return changed
+
+    def kill_postmaster(self, node: Node, pg_data: str, sig: str = "KILL") -> int | None:
+        """Signal the node's postmaster (pid from postmaster.pid); return its pid, None if not running."""
+        content = self.read_file(node, f"{pg_data}/postmaster.pid")
+        if not content:
+            return None
+        pid = content.decode().splitlines()[0].strip()
+        res = self.run(node, ["kill", f"-{sig}", pid])
+        return int(pid) if res.ok else None
+
+    def isolate(self, node: Node) -> None:
+        """Cut the node off the network, its processes left running (a partition)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot isolate a node")
+
+    def heal(self, node: Node) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot heal a node")
 
     def holds_address(self, node: Node, address: str, interface: str) -> bool:
         """Whether the node has ``address`` on ``interface`` (the VIP check)."""

@@ -134,8 +134,11 @@ class NetnsTransport(Transport):
     def stop(self, node: Node, service: str) -> None:
         self.supervisor.stop_program(program_name(node, service))
 
-    def kill(self, node: Node, service: str, sig: str = "KILL") -> None:
-        self.supervisor.signal_program(program_name(node, service), sig)
+    def kill(self, node: Node, service: str, sig: str = "KILL", hold: bool = False) -> None:
+        if hold:
+            self.supervisor.kill_and_hold(program_name(node, service), sig)
+        else:
+            self.supervisor.signal_all(program_name(node, service), sig)
 
     def service_state(self, node: Node, service: str) -> ServiceState:
         info = self.supervisor.info(program_name(node, service))
@@ -152,6 +155,16 @@ class NetnsTransport(Transport):
             f.seek(max(0, f.tell() - 200 * lines))
             text = f.read().decode(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+    def isolate(self, node: Node) -> None:
+        from pgha.lab.network import LabNetwork
+
+        LabNetwork(self.spec).isolate(node)
+
+    def heal(self, node: Node) -> None:
+        from pgha.lab.network import LabNetwork
+
+        LabNetwork(self.spec).heal(node)
 
     def services_of(self, node: Node) -> tuple[str, ...]:
         return SERVICES[:2] if node.is_postgres else SERVICES[2:]

@@ -1,0 +1,53 @@
+"""pgha drill SCENARIO: run a failure drill against the lab and report what a client saw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pgha.cli.common import cli, format_option, load_spec, spec_option
+from pgha.cli.output import emit, err, table
+from pgha.drill import report
+from pgha.drill.runner import DrillRunner, scenario
+from pgha.drill.scenarios import SCENARIOS
+from pgha.errors import CheckFailed
+from pgha.lab.control import Lab
+from pgha.probe import Credentials
+
+
+@cli.command()
+@spec_option
+@format_option
+@click.argument("name", metavar="SCENARIO", type=click.Choice(list(SCENARIOS)))
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 100))
+@click.option("--sync", is_flag=True, help="Run with synchronous_mode on: no acknowledged write may be lost.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write drill.json and one timeline PNG per run into this directory.")
+def drill(spec_path: str | None, fmt: str, name: str, repeat: int, sync: bool, report_dir: str | None) -> None:
+    """Inject a fault under load and measure outage, lost writes, split brain and recovery."""
+    spec = load_spec(spec_path, lab_fallback=True)
+    lab = Lab(spec)
+    lab.require_running()
+    runner = DrillRunner(spec, lab.transport, Credentials.of(spec), say=lambda m: err.print(f"[dim]{m}[/]"))
+    chosen = scenario(name)
+    results = []
+    for i in range(repeat):
+        err.print(f"[bold]drill {name} {i + 1}/{repeat}[/]")
+        results.append(runner.run(chosen, sync=sync))
+        r = results[-1]
+        err.print(f"  outage {r.write_outage_s} s, lost {r.lost_acked_writes}, healthy after {r.healthy_after_s} s"
+                  + "".join(f"\n  note: {n}" for n in r.notes))
+    if report_dir:
+        out = Path(report_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report.write_json(results, out / "drill.json")
+        for r in results:
+            report.timeline_png(r, out / f"{r.scenario}-{r.run}.png")
+        err.print(f"report in {out}/")
+    emit([r.as_dict() for r in results], fmt,
+         table(f"pgha drill {name} ({spec.profile.value} profile{', sync' if sync else ''})",
+               report.COLUMNS, [report.row(r) for r in results]))
+    unsafe = [r.run for r in results if not r.safe]
+    if unsafe:
+        raise CheckFailed(f"{len(unsafe)} run(s) broke a safety property: {', '.join(unsafe)}")

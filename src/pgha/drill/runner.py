@@ -1,0 +1,260 @@
+"""Run one drill: load, fault, recovery, restore, read-back — and measure what a client saw."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgha.drill.prober import DIRECT_TABLE, TABLE, Attempt, Writer, create_tables
+from pgha.drill.scenarios import SCENARIOS, DrillContext, Scenario
+from pgha.errors import PghaError, UsageError
+from pgha.ops import Operations
+from pgha.probe import Credentials
+from pgha.probe import pg as pg_probe
+from pgha.snapshot import ClusterSnapshot
+from pgha.spec import ClusterSpec
+from pgha.transport.base import Transport
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float
+    leader: str | None
+    vip_holders: tuple[str, ...]
+
+
+@dataclass
+class DrillResult:
+    """Every figure of one drill; times are seconds relative to the fault."""
+
+    scenario: str
+    run: str
+    sync: bool
+    profile: str
+    action: str
+    t_fault: float = 0.0
+    old_leader: str | None = None
+    new_leader: str | None = None
+    write_outage_s: float | None = None
+    new_leader_after_s: float | None = None
+    writes_recovered_after_s: float | None = None
+    restored_after_s: float | None = None
+    healthy_after_s: float | None = None
+    acked_writes: int = 0
+    failed_attempts: int = 0
+    lost_acked_writes: int = 0
+    lost_lsn_bytes: int = 0
+    replica_only_rows: int = 0
+    split_brain_acks: int = 0
+    old_primary_direct_writes_after_new_leader: int = 0
+    vip_moves: int = 0
+    vip_on_two_hosts: bool = False
+    healthy_at_end: bool = False
+    notes: list[str] = field(default_factory=list)
+    vip_attempts: list[Attempt] = field(default_factory=list, repr=False)
+    samples: list[Sample] = field(default_factory=list, repr=False)
+
+    @property
+    def safe(self) -> bool:
+        """No acknowledged write lost (when sync), never two primaries, never the VIP twice, healthy."""
+        return ((not self.sync or self.lost_acked_writes == 0) and self.split_brain_acks == 0
+                and not self.vip_on_two_hosts and self.healthy_at_end)
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = [k for k in self.__dataclass_fields__ if k not in ("vip_attempts", "samples")]
+        out = {k: getattr(self, k) for k in keys}
+        out["safe"] = self.safe
+        return out
+
+
+class Sampler:
+    """Polls who leads and who holds the VIP, every 0.25 s, in the background."""
+
+    def __init__(self, ops: Operations) -> None:
+        self.ops, self.samples = ops, []  # type: ignore[var-annotated]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                snap = self.ops.snapshot()
+                holders = snap.vip_holders or ()
+                self.samples.append(Sample(time.time(), snap.leader.name if snap.leader else None, holders))
+            except Exception:  # a probe failing mid-fault is data, not an error
+                self.samples.append(Sample(time.time(), None, ()))
+            self._stop.wait(0.25)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+class DrillRunner:
+    def __init__(self, spec: ClusterSpec, transport: Transport, creds: Credentials,
+                 say: Any = lambda msg: None) -> None:
+        self.spec, self.transport, self.creds, self.say = spec, transport, creds, say
+        self.ops = Operations(spec, creds, transport)
+
+    def wait(self, what: str, check: Any, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return time.time()
+            except Exception:  # not yet
+                pass
+            time.sleep(0.2)
+        raise PghaError(f"drill: {what} not reached after {timeout:g} s", hint="see `pgha status`")
+
+    def whole(self, snap: ClusterSnapshot) -> bool:
+        return (self.ops.healthy(snap) and all(e.healthy for e in snap.etcd)
+                and len(snap.vip_holders or ()) == 1 and all(h.reachable for h in snap.haproxy))
+
+    def prepare(self, sync: bool) -> ClusterSnapshot:
+        self.say("waiting for a whole cluster")
+        self.wait("a healthy cluster before the drill", lambda: self.whole(self.ops.snapshot()), 120)
+        if bool(self.ops.config().get("synchronous_mode")) != sync:
+            self.say(f"synchronous mode {'on' if sync else 'off'}")
+            self.ops.set_sync(sync)
+        create_tables(str(self.spec.vip.address), self.spec.ports.postgresql, self.creds)
+        return self.ops.snapshot()
+
+    def run(self, scenario: Scenario, sync: bool = False) -> DrillResult:
+        snap = self.prepare(sync)
+        assert snap.leader is not None
+        leader = self.spec.node(snap.leader.name)
+        replica = self.spec.node(snap.replicas[0].name)
+        holder = self.spec.node(snap.vip_holders[0]) if snap.vip_holders else None
+        ctx = DrillContext(self.spec, self.transport, self.ops, leader, replica, holder, [])
+        result = DrillResult(scenario.name, uuid.uuid4().hex[:10], sync, self.spec.profile.value, "",
+                             old_leader=leader.member_name)
+        port = self.spec.ports.postgresql
+        vip_writer = Writer(str(self.spec.vip.address), port, self.creds, result.run)
+        direct = [Writer(str(n.address), port, self.creds, result.run, interval=0.2, node=n.name)
+                  for n in self.spec.postgres_nodes]
+        sampler = Sampler(self.ops)
+        for w in (vip_writer, *direct):
+            w.start()
+        sampler.start()
+        try:
+            time.sleep(2.0)  # a steady stream of writes before the fault
+            result.t_fault = time.time()
+            self.say(f"fault: {scenario.description}")
+            result.action = scenario.inject(ctx)
+            self._recover(scenario, ctx, result, vip_writer)
+            time.sleep(1.0)
+        finally:
+            for w in (vip_writer, *direct):
+                w.stop()
+            sampler.stop()
+            if ctx.faulted:  # a failure mid-drill must not leave a node down
+                ctx.restore()
+        result.vip_attempts, result.samples = vip_writer.attempts, sampler.samples
+        self._measure(result, vip_writer, direct)
+        return result
+
+    def _recover(self, scenario: Scenario, ctx: DrillContext, result: DrillResult, vip: Writer) -> None:
+        t0 = result.t_fault
+        if scenario.hold_past_ttl is not None:
+            time.sleep(self.spec.dcs.ttl + scenario.hold_past_ttl)
+        else:
+            def recovered() -> bool:
+                acked_after = any(a.ok and a.started > t0 for a in list(vip.attempts))
+                if not scenario.expects_failover:
+                    return acked_after
+                snap = self.ops.snapshot()
+                return acked_after and snap.leader is not None and snap.leader.name != result.old_leader
+            t = self.wait("writes through the VIP after the fault", recovered, 120)
+            result.writes_recovered_after_s = round(t - t0, 3)
+            time.sleep(scenario.hold)
+        self.say("restoring the faulted node")
+        ctx.restore()
+        result.restored_after_s = round(time.time() - t0, 3)
+        if scenario.hold_past_ttl is not None:
+            t = self.wait("writes through the VIP after restore",
+                          lambda: any(a.ok and a.started > t0 + result.restored_after_s for a in list(vip.attempts)),
+                          120)
+            result.writes_recovered_after_s = round(t - t0, 3)
+        self.say("waiting for full health (old primary streaming, etcd whole, one VIP holder)")
+        t = self.wait("full health after the drill", lambda: self.whole(self.ops.snapshot()), 180)
+        result.healthy_after_s = round(t - t0, 3)
+        result.healthy_at_end = True
+
+    def _measure(self, r: DrillResult, vip: Writer, direct: list[Writer]) -> None:
+        t0 = r.t_fault
+        acked = vip.acked
+        r.acked_writes, r.failed_attempts = len(acked), len(vip.attempts) - len(acked)
+        # The outage a client saw: the longest gap between two acknowledgements, from the last one
+        # before the fault on (injecting takes a moment; the fault bites somewhere inside it).
+        before = [a for a in acked if a.ended <= t0]
+        window = sorted(a.ended for a in acked if a.ended >= (before[-1].ended if before else t0))
+        if len(window) >= 2 and window[-1] > t0:
+            r.write_outage_s = round(max(b - a for a, b in zip(window, window[1:], strict=False)), 3)
+        else:
+            r.notes.append("no write was acknowledged after the fault")
+        # The leader as the sampler saw it, and VIP holder changes.
+        leaders = [s for s in r.samples if s.at > t0 and s.leader and s.leader != r.old_leader]
+        if leaders:
+            r.new_leader, r.new_leader_after_s = leaders[0].leader, round(leaders[0].at - t0, 3)
+        final = self.ops.snapshot()
+        r.new_leader = final.leader.name if final.leader else r.new_leader
+        holders = [s.vip_holders for s in r.samples if s.vip_holders]
+        r.vip_moves = sum(1 for a, b in zip(holders, holders[1:], strict=False) if a != b)
+        r.vip_on_two_hosts = any(len(s.vip_holders) > 1 for s in r.samples)
+        # Split brain: acknowledgements from two servers interleaved (the old one after the new one).
+        servers: list[str] = []
+        for a in acked:
+            if not servers or servers[-1] != a.server:
+                servers.append(a.server or "?")
+        r.split_brain_acks = sum(1 for i, s in enumerate(servers) if s in servers[:i])
+        old_node = self.spec.node(r.old_leader) if r.old_leader else None
+        if leaders and old_node is not None:
+            t_new = leaders[0].at
+            r.old_primary_direct_writes_after_new_leader = sum(
+                1 for w in direct if w.node == old_node.name for a in w.acked if a.started > t_new)
+            if r.old_primary_direct_writes_after_new_leader:
+                r.notes.append(f"the old primary {old_node.name} accepted "
+                               f"{r.old_primary_direct_writes_after_new_leader} direct writes after "
+                               f"{leaders[0].leader} became leader (split brain for direct clients)")
+        self._read_back(r, acked, final)
+
+    def _read_back(self, r: DrillResult, acked: list[Attempt], snap: ClusterSnapshot) -> None:
+        if snap.leader is None:
+            r.notes.append("no leader at the end: lost writes not counted")
+            return
+        port = self.spec.ports.postgresql
+        primary = self.spec.node(snap.leader.name)
+        rows = pg_probe.query(str(primary.address), port, self.creds,
+                              f"select seq from {TABLE} where run = %s", (r.run,))
+        on_primary = {row[0] for row in rows}
+        lost = [a for a in acked if a.seq not in on_primary]
+        r.lost_acked_writes = len(lost)
+        if lost:
+            history = self.ops.history()
+            switch_lsn = int(history[-1][1]) if history else 0
+            r.lost_lsn_bytes = max(0, max(a.lsn or 0 for a in lost) - switch_lsn)
+        time.sleep(1.0)  # let replicas replay the last rows
+        for m in snap.replicas:
+            node = self.spec.node(m.name)
+            try:
+                rep = pg_probe.query(str(node.address), port, self.creds,
+                                     f"select seq from {TABLE} where run = %s", (r.run,))
+            except Exception as exc:
+                r.notes.append(f"could not read back from {node.name}: {exc}")
+                continue
+            r.replica_only_rows += len({row[0] for row in rep} - on_primary)
+        pg_probe.query(str(primary.address), port, self.creds,
+                       f"delete from {DIRECT_TABLE} where run = %s", (r.run,))
+
+
+def scenario(name: str) -> Scenario:
+    if name not in SCENARIOS:
+        raise UsageError(f"unknown drill '{name}' (one of: {', '.join(SCENARIOS)})")
+    return SCENARIOS[name]

@@ -1,0 +1,117 @@
+"""Failure scenarios: each injects one fault through the Transport and later restores the node.
+
+Written against the Transport, so the same scenarios run on the lab (supervisord, namespaces) and on
+servers (systemd, SSH) — a node crash is SIGKILL of Patroni and the postmaster, held down.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pgha.layout import NodeLayout
+from pgha.ops import Operations
+from pgha.spec import ClusterSpec, Node
+from pgha.transport.base import Transport
+
+
+@dataclass
+class DrillContext:
+    spec: ClusterSpec
+    transport: Transport
+    ops: Operations
+    leader: Node
+    replica: Node
+    vip_holder: Node | None
+    faulted: list[tuple[Node, str]]  # services held down, started again by restore
+
+    def pg_data(self, node: Node) -> str:
+        return NodeLayout(self.spec, node, self.transport.node_root(node)).pg_data
+
+    def crash(self, node: Node) -> str:
+        """A node crash: Patroni and the postmaster die at once and stay down."""
+        self.transport.kill(node, "patroni", "KILL", hold=True)
+        pid = self.transport.kill_postmaster(node, self.pg_data(node), "KILL")
+        self.faulted.append((node, "patroni"))
+        return f"SIGKILL Patroni and postmaster (pid {pid}) on {node.name}, held down"
+
+    def down(self, node: Node, service: str, sig: str = "KILL") -> str:
+        self.transport.kill(node, service, sig, hold=True)
+        self.faulted.append((node, service))
+        return f"SIG{sig} {service} on {node.name}, held down"
+
+    def stop(self, node: Node, service: str) -> str:
+        self.transport.stop(node, service)
+        self.faulted.append((node, service))
+        return f"stopped {service} on {node.name} (graceful)"
+
+    def restore(self) -> None:
+        for node, service in self.faulted:
+            if service == "network":
+                self.transport.heal(node)
+            else:
+                self.transport.start(node, service)
+        self.faulted.clear()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    inject: Callable[[DrillContext], str]
+    expects_failover: bool = False
+    hold: float = 0.0
+    """Seconds to keep the fault after the client's writes recover (or after injection if they never
+    stopped), before restoring: long enough for the cluster to react."""
+    hold_past_ttl: float | None = None
+    """Keep the fault for ttl + this many seconds whatever the writes do, then restore (faults that the
+    cluster cannot heal by itself, like a lost etcd quorum)."""
+
+
+def _partition(ctx: DrillContext) -> str:
+    ctx.transport.isolate(ctx.leader)
+    ctx.faulted.append((ctx.leader, "network"))
+    return f"cut {ctx.leader.name} off the network"
+
+
+def _switchover(ctx: DrillContext) -> str:
+    return ctx.ops.switchover(ctx.replica.name)
+
+
+def _etcd_quorum_loss(ctx: DrillContext) -> str:
+    members = [n for n in ctx.spec.postgres_nodes if n != ctx.leader][:2]
+    return "; ".join(ctx.down(n, "etcd", "KILL") for n in members)
+
+
+def _vip_holder(ctx: DrillContext) -> Node:
+    if ctx.vip_holder is None:
+        raise RuntimeError("no node holds the VIP")
+    return ctx.vip_holder
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("primary-crash", "SIGKILL the leader's Patroni and postmaster (a node crash)",
+             lambda c: c.crash(c.leader), expects_failover=True),
+    Scenario("primary-stop", "stop Patroni on the leader gracefully (seed section 14)",
+             lambda c: c.stop(c.leader, "patroni"), expects_failover=True),
+    Scenario("primary-partition", "cut the leader's network, heal it after the failover",
+             _partition, expects_failover=True, hold=3),
+    Scenario("switchover", "planned switchover under load", _switchover, expects_failover=True),
+    Scenario("replica-crash", "SIGKILL a replica's Patroni and postmaster", lambda c: c.crash(c.replica),
+             hold=5),
+    Scenario("etcd-member-loss", "SIGKILL one etcd member (of three)",
+             lambda c: c.down(c.replica, "etcd"), hold=10),
+    Scenario("etcd-quorum-loss", "SIGKILL two etcd members of three: no quorum",
+             _etcd_quorum_loss, hold_past_ttl=10),
+    Scenario("haproxy-down", "SIGKILL HAProxy on the VIP holder, held down",
+             lambda c: c.down(_vip_holder(c), "haproxy"), hold=3),
+    Scenario("keepalived-down", "SIGKILL keepalived on the VIP holder, held down",
+             lambda c: c.down(_vip_holder(c), "keepalived"), hold=8),
+    Scenario("patroni-only-crash", "SIGKILL only Patroni on the leader (the postmaster keeps running)",
+             lambda c: c.down(c.leader, "patroni"), expects_failover=True, hold=3),
+]}
+
+
+def sleep_until(deadline: float) -> None:
+    time.sleep(max(0.0, deadline - time.monotonic()))
