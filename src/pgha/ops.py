@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import yaml
 
 from pgha.errors import PghaError, UsageError
@@ -79,6 +80,12 @@ class Operations:
         want = len(self.spec.postgres_nodes) - 1
         return sum(1 for m in snap.replicas if m.state == "streaming") == want
 
+    @staticmethod
+    def routed_to(snap: ClusterSnapshot, member: str) -> bool:
+        """Every reachable HAProxy sends primary traffic to this member, and only to it."""
+        views = [h for h in snap.haproxy if h.reachable]
+        return bool(views) and all(h.up("postgres_primary") == [member] for h in views)
+
     # -- switchover / failover ------------------------------------------------------------------
     def check_candidate(self, snap: ClusterSnapshot, name: str) -> PatroniMember:
         """The guard rails: refuse with the reason instead of letting Patroni half-do it."""
@@ -111,9 +118,11 @@ class Operations:
         if at:
             return f"switchover scheduled at {at}: {answer}"
         snap = self.wait("switchover", lambda s: s.leader is not None and s.leader.name != leader.name
-                         and (not candidate or s.leader.name == body["candidate"]) and self.healthy(s), timeout)
+                         and (not candidate or s.leader.name == body["candidate"]) and self.healthy(s)
+                         and self.routed_to(s, s.leader.name), timeout)
         assert snap.leader is not None
-        return f"switchover done: {snap.leader.name} is the leader, {leader.name} streams from it"
+        return (f"switchover done: {snap.leader.name} is the leader (HAProxy routes to it), "
+                f"{leader.name} streams from it")
 
     def failover(self, candidate: str, timeout: float = 60) -> str:
         snap = self.snapshot()
@@ -123,8 +132,9 @@ class Operations:
         api = self.api(self.spec.node(cand.name))
         code, answer = api.call("POST", "/failover", {"candidate": cand.name}, timeout=timeout)
         self._expect(code, answer, "failover", (200, 202))
-        self.wait("failover", lambda s: s.leader is not None and s.leader.name == cand.name, timeout)
-        return f"failover done: {cand.name} is the leader"
+        self.wait("failover", lambda s: s.leader is not None and s.leader.name == cand.name
+                  and self.routed_to(s, cand.name), timeout)
+        return f"failover done: {cand.name} is the leader (HAProxy routes to it)"
 
     # -- pause / resume / restart / reload / reinit -------------------------------------------
     def set_pause(self, paused: bool, timeout: float = 30) -> str:
@@ -194,14 +204,19 @@ class Operations:
 
     # -- full reset ---------------------------------------------------------------------------
     def vip_clients(self) -> list[tuple[Any, ...]]:
-        """Client sessions that came in through HAProxy (their address is an HAProxy node's)."""
-        snap = self.snapshot()
-        leader, _ = self.leader_api(snap)
+        """Client sessions that came in through HAProxy (their address is an HAProxy node's), on any
+        PostgreSQL node: right after a switchover HAProxy may still hold sessions on the old primary."""
         proxies = [str(n.address) for n in self.spec.haproxy_nodes]
-        return pg_probe.query(str(self.spec.node(leader.name).address), self.spec.ports.postgresql, self.creds,
-                              "select pid, usename, host(client_addr), application_name from pg_stat_activity "
-                              "where backend_type = 'client backend' and pid <> pg_backend_pid() "
-                              "and host(client_addr) = any(%s)", (proxies,))
+        found: list[tuple[Any, ...]] = []
+        for node in self.spec.postgres_nodes:
+            try:
+                found += pg_probe.query(str(node.address), self.spec.ports.postgresql, self.creds,
+                                        "select pid, usename, host(client_addr), application_name "
+                                        "from pg_stat_activity where backend_type = 'client backend' "
+                                        "and pid <> pg_backend_pid() and host(client_addr) = any(%s)", (proxies,))
+            except psycopg.Error:
+                continue  # a node that is down has no clients
+        return found
 
     def reset(self, plans: list[Any], reporter: Any = None, force: bool = False) -> str:
         """Wipe etcd and PostgreSQL data and rebuild the cluster (seed section 18)."""
@@ -210,10 +225,7 @@ class Operations:
         if self.transport is None:
             raise UsageError("reset needs a transport to reach the nodes (the lab, or SSH for servers)")
         if not force:
-            try:
-                clients = self.vip_clients()
-            except PghaError:
-                clients = []  # no leader: nobody can be connected through the VIP
+            clients = self.vip_clients()
             if clients:
                 who = ", ".join(f"{u}@{a} (pid {p})" for p, u, a, _ in clients[:5])
                 raise UsageError(f"{len(clients)} client(s) connected through the VIP: {who}",

@@ -31,8 +31,10 @@ def program_name(node: Node, service: str) -> str:
     return f"{node.name}--{service}"
 
 
-def _wrapper(netns: str, service: Service) -> str:
-    lines = ["#!/bin/sh", f"# pgha lab: {service.description} in {netns}", "set -e"]
+def _wrapper(netns: str, service: Service, hold: Path) -> str:
+    lines = ["#!/bin/sh", f"# pgha lab: {service.description} in {netns}", "set -e",
+             # A held-down service must not come back through the restart policy (see kill_and_hold).
+             f"if [ -e {shlex.quote(str(hold))} ]; then echo 'pgha: held down'; exit 0; fi"]
     if service.env_file:
         lines.append(f"set -a; . {shlex.quote(service.env_file)}; set +a")
     for key, value in service.environment:
@@ -96,10 +98,14 @@ class Supervisor:
         for node, netns, service in programs:
             name = program_name(node, service.name)
             wrapper = bindir / f"{name}.sh"
-            wrapper.write_text(_wrapper(netns, service))
+            self.hold_file(name).unlink(missing_ok=True)
+            wrapper.write_text(_wrapper(netns, service, self.hold_file(name)))
             wrapper.chmod(0o755)
             parts.append(_program(name, wrapper, self.state.log_file(node, service.name), service))
         self.conf.write_text("\n".join(parts))
+
+    def hold_file(self, name: str) -> Path:
+        return self.dir / "bin" / f"{name}.hold"
 
     # -- the daemon ---------------------------------------------------------------------------
     def pid(self) -> int | None:
@@ -182,6 +188,7 @@ class Supervisor:
         return [dict(i) for i in self.rpc.supervisor.getAllProcessInfo()]
 
     def start_program(self, name: str) -> None:
+        self.hold_file(name).unlink(missing_ok=True)
         try:
             self.rpc.supervisor.startProcess(name, False)
         except xmlrpc.client.Fault as exc:
@@ -222,22 +229,32 @@ class Supervisor:
     def kill_and_hold(self, name: str, sig: str) -> None:
         """Signal the program and keep it down (systemd: `systemctl kill` then `systemctl stop`).
 
-        The restart policy would bring it straight back; stopping it right after the signal holds
-        it down as a crashed node would be, until `start_program`.
+        supervisord respawns a killed program at once, before any stopProcess can land; the hold
+        file makes the respawned wrapper exit without starting the daemon, so a "crashed" Patroni
+        can never come back and promote itself on its still-valid leader key. Lifted by start_program.
         """
+        self.hold_file(name).touch()
         self.signal_all(name, sig)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
+        exited_since: float | None = None
         while time.monotonic() < deadline:
             state = self.info(name).get("statename")
-            if state in ("STOPPED", "EXITED", "FATAL"):
+            if state in ("STOPPED", "FATAL"):
                 return
-            if state in ("STARTING", "BACKOFF") or (state == "RUNNING"):
+            if state == "EXITED":  # final unless the restart policy respawns the (held) wrapper
+                exited_since = exited_since or time.monotonic()
+                if time.monotonic() - exited_since > 0.5:
+                    return
+            else:
+                exited_since = None
+            if state in ("STARTING", "BACKOFF", "RUNNING"):
                 try:
                     self.rpc.supervisor.stopProcess(name, True)
                 except xmlrpc.client.Fault as exc:
                     if "NOT_RUNNING" not in exc.faultString:
                         raise
             time.sleep(0.02)
+        raise PghaError(f"could not hold {name} down: still {self.info(name).get('statename')}")
 
     def program_pid(self, name: str) -> int | None:
         info = self.info(name)
