@@ -15,7 +15,7 @@ from pgha.render import etcd as etcd_render
 from pgha.render import haproxy as haproxy_render
 from pgha.render import keepalived as keepalived_render
 from pgha.render import patroni as patroni_render
-from pgha.render.systemd import render_unit
+from pgha.render.systemd import render_dropin, render_unit
 from pgha.secrets import Secrets
 from pgha.service import Service
 from pgha.spec import ClusterSpec, Node
@@ -170,7 +170,11 @@ def _haproxy_plan(layout: NodeLayout, certs: CertFiles, secrets: Secrets) -> tup
                 ("/usr/sbin/keepalived", "--dont-fork", "--log-console", "--log-detail",
                  "-f", layout.keepalived_conf, "-p", layout.pid_file("keepalived"),
                  "-r", layout.pid_file("keepalived-vrrp"), "-c", layout.pid_file("keepalived-checkers")),
-                restart="always", restart_sec=1, reload_signal="HUP", after=("haproxy",)),
+                restart="always", restart_sec=1, reload_signal="HUP", after=("haproxy",),
+                # A keepalived killed with SIGKILL leaves the VIP on its interface while a backup takes
+                # it over: the VIP on two hosts. Release it whenever keepalived ends (measured in drills).
+                stop_post=(("/usr/sbin/ip", "address", "del", f"{layout.spec.vip.address}/{layout.spec.vip.prefix}",
+                            "dev", layout.spec.vip.interface),)),
     ]
     return dirs, files, services
 
@@ -188,5 +192,8 @@ def build(spec: ClusterSpec, node: Node, certs: CertFiles, secrets: Secrets, *, 
     units = [
         FileEntry(layout.at(f"/etc/systemd/system/{s.name}.service"), render_unit(s, spec.name).encode())
         for s in services if s.name in ("etcd", "patroni")  # HAProxy and keepalived ship their own units
+    ] + [
+        FileEntry(layout.at(f"/etc/systemd/system/{s.name}.service.d/pgha.conf"), render_dropin(s, spec.name).encode())
+        for s in services if s.name not in ("etcd", "patroni") and s.stop_post
     ]
     return NodePlan(node, layout, users, tuple(dirs), tuple(files + units), tuple(services))

@@ -36,3 +36,6 @@ class Service:
     after: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     """Extra variables (e.g. HOME) on top of the env file."""
+    stop_post: tuple[tuple[str, ...], ...] = ()
+    """Commands run (as root, failures ignored) after the daemon ended, however it ended — systemd's
+    ExecStopPost. keepalived killed by SIGKILL cannot release the VIP itself: this does."""

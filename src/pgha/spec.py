@@ -11,7 +11,7 @@ import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -156,6 +156,22 @@ class Postgresql(Frozen):
     """Directory of pg_ctl, initdb, pg_rewind; found from ``version`` when not given."""
 
 
+class Watchdog(Frozen):
+    """Patroni's watchdog: the fence that stops a primary whose Patroni died from taking writes.
+
+    With a Patroni killed but its postmaster alive, the old primary accepts direct writes after a new
+    leader is promoted (measured by `pgha drill patroni-only-crash`). The watchdog resets such a node
+    before its leader key expires. On servers load ``softdog`` (or use a hardware watchdog) and let
+    ``postgres`` open the device. The lab never uses it: on one machine it would reset the whole machine.
+    """
+
+    mode: Literal["off", "automatic", "required"] = "automatic"
+    """``required``: Patroni refuses to lead without a working watchdog; ``automatic``: uses it if present."""
+    device: str = "/dev/watchdog"
+    safety_margin: Annotated[int, Field(ge=-1)] = 5
+    """Seconds between the watchdog firing and the leader key expiring."""
+
+
 class Paths(Frozen):
     """Where files live on each node (absolute paths, as on a real server)."""
 
@@ -215,6 +231,7 @@ class ClusterSpec(Frozen):
     haproxy: HaproxyTimings = HaproxyTimings()
     keepalived: KeepalivedTimings = KeepalivedTimings()
     postgresql: Postgresql = Postgresql()
+    watchdog: Watchdog = Watchdog()
     paths: Paths = Paths()
     lab: Lab = Lab()
 
@@ -486,6 +503,7 @@ def default_data(*, lab: bool = False, subnet: str | None = None, name: str = "p
         "postgresql": {"version": 15, "parameters": {"max_connections": 100, "shared_buffers": "256MB"}},
     }
     if lab:
+        data["watchdog"] = {"mode": "off"}  # never on one machine (the lab renders it off regardless)
         data["lab"] = {"bridge_address": addr(1)}
     return data
 

@@ -44,3 +44,13 @@ def test_haproxy_down_moves_the_vip_once(lab: Lab, lab_spec_file: str, capsys: p
     assert r["vip_on_two_hosts"] is False and r["healthy_at_end"] is True
     assert int(r["vip_moves"]) >= 1  # type: ignore[call-overload]
     assert r["lost_acked_writes"] == 0 and r["split_brain_acks"] == 0
+
+
+def test_keepalived_sigkill_never_leaves_the_vip_on_two_hosts(lab: Lab, lab_spec_file: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # Without the stop-post release, the dead keepalived's VIP stays while a backup takes it: two holders.
+    code, runs = run_drill(["keepalived-down", "--spec", lab_spec_file], capsys)
+    r = runs[0]
+    assert r["vip_on_two_hosts"] is False, r["notes"]
+    assert int(r["vip_moves"]) >= 1 and r["healthy_at_end"] is True  # type: ignore[call-overload]
+    assert r["lost_acked_writes"] == 0 and code == 0

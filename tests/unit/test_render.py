@@ -34,7 +34,8 @@ SECRETS = Secrets(superuser_password="SuperSecret1", replication_password="ReplS
 
 POSTGRES_CONFIGS = ("etc/etcd/etcd.env", "etc/patroni/config.yml", "etc/systemd/system/etcd.service",
                     "etc/systemd/system/patroni.service")
-HAPROXY_CONFIGS = ("etc/haproxy/haproxy.cfg", "etc/keepalived/keepalived.conf", "etc/keepalived/check_haproxy.sh")
+HAPROXY_CONFIGS = ("etc/haproxy/haproxy.cfg", "etc/keepalived/keepalived.conf", "etc/keepalived/check_haproxy.sh",
+                   "etc/systemd/system/keepalived.service.d/pgha.conf")
 NODES = [f"haproxy-0{i}" for i in (1, 2, 3)] + [f"postgres-0{i}" for i in (1, 2, 3)]
 GOLDEN_CASES = [(n, p) for n in NODES for p in (POSTGRES_CONFIGS if n.startswith("postgres") else HAPROXY_CONFIGS)]
 
@@ -125,6 +126,7 @@ HAPROXY_FILES = {
     "/etc/haproxy/haproxy.cfg": ("root", "root", 0o644, ()),
     "/etc/keepalived/keepalived.conf": ("root", "root", 0o600, ()),  # holds the VRRP password
     "/etc/keepalived/check_haproxy.sh": ("root", "root", 0o755, ()),
+    "/etc/systemd/system/keepalived.service.d/pgha.conf": ("root", "root", 0o644, ()),  # releases the VIP
 }
 
 
@@ -335,9 +337,9 @@ def test_init_certs_render_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "postgres-01: 12 files" in capsys.readouterr().err
     out = tmp_path / "out"
     counts = {d.name: sum(1 for f in d.rglob("*") if f.is_file()) for d in out.iterdir() if d.is_dir()}
-    assert counts == {**{f"haproxy-0{i}": 4 for i in (1, 2, 3)}, **{f"postgres-0{i}": 12 for i in (1, 2, 3)}}
+    assert counts == {**{f"haproxy-0{i}": 5 for i in (1, 2, 3)}, **{f"postgres-0{i}": 12 for i in (1, 2, 3)}}
     manifest = (out / "MANIFEST.tsv").read_text().splitlines()
-    assert len(manifest) == 1 + 3 * 4 + 3 * 12
+    assert len(manifest) == 1 + 3 * 5 + 3 * 12
     assert "postgres-01\t/etc/etcd/certs/etcd-node1.key\tetcd\tetcd\t0600\tu:postgres:r" in manifest
 
     config = out / "postgres-01/etc/patroni/config.yml"
@@ -351,3 +353,21 @@ def test_init_certs_render_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert main(["certs", "--spec", "cluster.yml"]) == 0
     second = actions(capsys.readouterr().err)
     assert sorted(second) == sorted(("kept", name) for _, name in first)
+
+
+# -- Patroni's watchdog: on servers, never in the lab ---------------------------------------------
+
+
+def test_watchdog_rendered_for_servers_and_never_for_the_lab() -> None:
+    data = spec_mod.default_data()
+    data["watchdog"] = {"mode": "required", "safety_margin": 7}
+    spec = spec_mod.parse(data, "(test)")
+    node = spec.node("postgres-01")
+    plan = build(spec, node, fake_certs(spec, node), SECRETS)
+    server = yaml.safe_load(next(f.content for f in plan.files if f.path == "/etc/patroni/config.yml"))
+    assert server["watchdog"] == {"mode": "required", "device": "/dev/watchdog", "safety_margin": 7}
+    lab = build(spec, node, fake_certs(spec, node), SECRETS, root="/var/lib/pgha/x/nodes/postgres-01")
+    lab_cfg = yaml.safe_load(next(f.content for f in lab.files if f.path.endswith("/etc/patroni/config.yml")))
+    assert lab_cfg["watchdog"] == {"mode": "off"}
+    assert spec_mod.parse(spec_mod.default_data(), "(t)").watchdog.mode == "automatic"
+    assert spec_mod.parse(spec_mod.default_data(lab=True), "(t)").watchdog.mode == "off"

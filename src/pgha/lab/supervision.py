@@ -9,6 +9,7 @@ then ``exec``s the daemon, so supervisord's pid is the daemon's pid.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -95,13 +96,26 @@ class Supervisor:
             "[rpcinterface:supervisor]",
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
         ]
+        stop_post: dict[str, list[list[str]]] = {}
         for node, netns, service in programs:
             name = program_name(node, service.name)
+            if service.stop_post:
+                stop_post[name] = [["ip", "netns", "exec", netns, *cmd] for cmd in service.stop_post]
             wrapper = bindir / f"{name}.sh"
             self.hold_file(name).unlink(missing_ok=True)
             wrapper.write_text(_wrapper(netns, service, self.hold_file(name)))
             wrapper.chmod(0o755)
             parts.append(_program(name, wrapper, self.state.log_file(node, service.name), service))
+        if stop_post:
+            table = self.dir / "stop-post.json"
+            table.write_text(json.dumps(stop_post, indent=1))
+            parts += [
+                "[eventlistener:pgha-stop-post]",
+                f"command={sys.executable} -m pgha.lab.stop_post {table}",
+                "events=PROCESS_STATE_EXITED,PROCESS_STATE_STOPPED,PROCESS_STATE_FATAL",
+                "autostart=true", "autorestart=true",
+                f"stderr_logfile={self.state.logs / 'stop-post.log'}", "",
+            ]
         self.conf.write_text("\n".join(parts))
 
     def hold_file(self, name: str) -> Path:

@@ -109,9 +109,19 @@ def config(layout: NodeLayout, secrets: Secrets) -> dict[str, Any]:
             "parameters": parameters,
             "pg_hba": _hba(layout),
         },
-        "watchdog": {"mode": "off"},
+        "watchdog": _watchdog(layout),
         "tags": node.tags.model_dump(),
     }
+
+
+def _watchdog(layout: NodeLayout) -> dict[str, Any]:
+    if layout.root:
+        # A node root means the lab (every node on one machine): a watchdog would reset the machine.
+        return {"mode": "off"}
+    w = layout.spec.watchdog
+    if w.mode == "off":
+        return {"mode": "off"}
+    return {"mode": w.mode, "device": w.device, "safety_margin": w.safety_margin}
 
 
 def render(layout: NodeLayout, secrets: Secrets) -> str:

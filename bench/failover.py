@@ -1,0 +1,97 @@
+"""Benchmark: each timed failure drill N times per failover profile, through the VIP.
+
+For every (profile, scenario) prints the median and worst client-observed write outage, the time to a
+new leader, acknowledged writes lost, and the time until the old primary streams again (full health).
+Never asserts a timing. Run as root with no other lab on 10.203.0.0/24:
+
+    .venv/bin/python bench/failover.py [--runs 5] [--profiles seed,fast] [--scenarios primary-crash,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pgha import spec as spec_mod
+from pgha.drill.runner import DrillResult, DrillRunner, scenario
+from pgha.lab.control import Lab
+from pgha.probe import Credentials
+
+TIMED = ("primary-crash", "primary-stop", "switchover", "haproxy-down", "keepalived-down")
+
+
+def figures(values: list[float | None]) -> str:
+    seen = [v for v in values if v is not None]
+    if not seen:
+        return "   n/a          "
+    return f"{statistics.median(seen):6.2f} / {max(seen):6.2f}"
+
+
+def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync: bool) -> list[DrillResult]:
+    spec = spec_mod.parse(spec_mod.default_data(lab=True, name="pgha-bench", profile=profile), "(bench)")
+    lab = Lab(spec)
+    lab.down()
+    results: list[DrillResult] = []
+    try:
+        t0 = time.monotonic()
+        lab.up()
+        print(f"[{profile.value}] lab up in {time.monotonic() - t0:.1f} s", flush=True)
+        runner = DrillRunner(spec, lab.transport, Credentials.of(spec))
+        for name in scenarios:
+            for i in range(runs):
+                r = runner.run(scenario(name), sync=sync)
+                results.append(r)
+                back = (round(r.healthy_after_s - r.restored_after_s, 2)
+                        if r.healthy_after_s is not None and r.restored_after_s is not None else None)
+                print(f"[{profile.value}] {name} {i + 1}/{runs}: outage {r.write_outage_s} s, new leader "
+                      f"{r.new_leader_after_s} s, lost {r.lost_acked_writes}, back streaming {back} s after "
+                      f"restore, VIP x2 {r.vip_on_two_hosts}, safe {r.safe}", flush=True)
+    finally:
+        lab.down()
+    return results
+
+
+def summary(profile: str, results: list[DrillResult]) -> None:
+    print(f"\n{profile} profile — median / worst over {len(results) // max(1, len({r.scenario for r in results}))} "
+          "runs (seconds, from the fault)")
+    print(f"  {'scenario':<16} {'write outage':>16} {'new leader':>16} {'old primary back':>16} "
+          f"{'lost acked':>10} {'unsafe':>6}")
+    for name in dict.fromkeys(r.scenario for r in results):
+        rs = [r for r in results if r.scenario == name]
+        back: list[float | None] = [r.healthy_after_s - r.restored_after_s
+                                    if r.healthy_after_s is not None and r.restored_after_s is not None else None
+                                    for r in rs]
+        print(f"  {name:<16} {figures([r.write_outage_s for r in rs]):>16} "
+              f"{figures([r.new_leader_after_s for r in rs]):>16} {figures(back):>16} "
+              f"{sum(r.lost_acked_writes for r in rs):>10} {sum(not r.safe for r in rs):>6}")
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--profiles", default="seed,fast")
+    parser.add_argument("--scenarios", default=",".join(TIMED))
+    parser.add_argument("--async", dest="sync", action="store_false", help="synchronous_mode off")
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    args = parser.parse_args(argv)
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    every: dict[str, list[dict[str, Any]]] = {}
+    per_profile: dict[str, list[DrillResult]] = {}
+    for p in args.profiles.split(","):
+        profile = spec_mod.Profile(p.strip())
+        per_profile[profile.value] = run_profile(profile, scenarios, args.runs, args.sync)
+        every[profile.value] = [r.as_dict() for r in per_profile[profile.value]]
+    for profile_name, results in per_profile.items():
+        summary(profile_name, results)
+    if args.json:
+        args.json.write_text(json.dumps(every, indent=1, default=str))
+        print(f"\nevery run: {args.json}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
