@@ -123,6 +123,50 @@ class Transport(abc.ABC):
         res = self.run(node, ["ip", "-o", "addr", "show", "dev", interface])
         return f" {address}/" in res.stdout
 
+    # -- inspection (doctor) ----------------------------------------------------------------------
+    def file_stat(self, node: Node, path: str) -> FileStat | None:
+        """Owner, group and mode of a file or directory; None if it does not exist."""
+        res = self.run(node, ["stat", "-c", "%U %G %a %F", path], timeout=10)
+        if not res.ok:
+            return None
+        owner, group, mode, kind = res.stdout.strip().split(" ", 3)
+        return FileStat(path, owner, group, int(mode, 8), kind == "directory")
+
+    def readable_by(self, node: Node, path: str, user: str) -> bool:
+        """Whether ``user`` can open the file for reading (owner, mode, ACLs and the directories above)."""
+        return self.run(node, ["test", "-r", path], user=user, timeout=10).ok
+
+    def processes(self, node: Node) -> list[ProcessInfo]:
+        """The processes running on the node (pid, parent, user, command line)."""
+        res = self.run(node, ["ps", "-eo", "pid=,ppid=,user=,args="], timeout=10)
+        out = []
+        for line in res.stdout.splitlines():
+            parts = line.split(None, 3)
+            if len(parts) == 4 and parts[0].isdigit():
+                out.append(ProcessInfo(int(parts[0]), int(parts[1]), parts[2], tuple(parts[3].split())))
+        return out
+
+    def service_command(self, node: Node, service: str, action: str) -> str:
+        """The command a person runs to start/stop/restart a service of the node (named in fixes)."""
+        return f"on {node.name}: systemctl {action} {service}"
+
 
 def completed(proc: subprocess.CompletedProcess[str], argv: list[str]) -> CommandResult:
     return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass(frozen=True)
+class FileStat:
+    path: str
+    owner: str
+    group: str
+    mode: int
+    is_dir: bool = False
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    ppid: int
+    user: str
+    argv: tuple[str, ...]

@@ -21,7 +21,7 @@ from pgha.layout import StateLayout
 from pgha.plan import DirEntry, FileEntry, NodePlan
 from pgha.service import SERVICES
 from pgha.spec import ClusterSpec, Node
-from pgha.transport.base import CommandResult, ServiceState, Transport, completed
+from pgha.transport.base import CommandResult, FileStat, ProcessInfo, ServiceState, Transport, completed
 
 
 def _ids(owner: str, group: str) -> tuple[int, int]:
@@ -168,3 +168,54 @@ class NetnsTransport(Transport):
 
     def services_of(self, node: Node) -> tuple[str, ...]:
         return SERVICES[:2] if node.is_postgres else SERVICES[2:]
+
+    # -- inspection (doctor) ----------------------------------------------------------------------
+    def file_stat(self, node: Node, path: str) -> FileStat | None:
+        import stat
+
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = str(st.st_uid)
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        return FileStat(path, owner, group, stat.S_IMODE(st.st_mode), stat.S_ISDIR(st.st_mode))
+
+    def readable_by(self, node: Node, path: str, user: str) -> bool:
+        # One filesystem for every namespace: no need to enter the node's namespace to ask.
+        proc = subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--",
+                               "test", "-r", path], capture_output=True, timeout=10)
+        return proc.returncode == 0
+
+    def processes(self, node: Node) -> list[ProcessInfo]:
+        """The processes in the node's namespace (the PID space is shared: `ps` would see every node)."""
+        proc = subprocess.run(["ip", "netns", "pids", self.netns(node)], capture_output=True, text=True,
+                              timeout=10)
+        out = []
+        for word in proc.stdout.split():
+            try:
+                pid = int(word)
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+                status = Path(f"/proc/{pid}/status").read_text()
+            except (ValueError, OSError):
+                continue  # gone meanwhile
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            uid = int(fields.get("Uid", "0").split()[0])
+            try:
+                user = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                user = str(uid)
+            out.append(ProcessInfo(pid, int(fields.get("PPid", "0").strip()), user,
+                                   tuple(a.decode(errors="replace") for a in argv if a)))
+        return out
+
+    def service_command(self, node: Node, service: str, action: str) -> str:
+        if action == "restart":
+            return f"pgha lab stop {node.name} {service} && pgha lab start {node.name} {service}"
+        return f"pgha lab {action} {node.name} {service}"

@@ -1,0 +1,17 @@
+"""`pgha doctor`: the seed's common-problems table (section 19), diagnosed automatically.
+
+    collect.py   Evidence: the snapshot plus per-node facts, through the probes and the Transport
+    dcs.py       etcd quorum, no leader, initial-cluster-state left at 'new'
+    postgres.py  Patroni without etcd, start failed, replica not streaming, pg_rewind, PostgreSQL
+                 outside Patroni, superuser password out of sync
+    proxy.py     services down, the VIP (not answering, held twice), HAProxy routing
+    tls.py       certificate expiry, SANs, chain/CA, key owners and modes, readable by postgres
+    network.py   clock skew, ports between the nodes
+
+Each diagnosis is a pure function Evidence -> [Finding(problem, evidence, fix, severity)].
+"""
+
+from pgha.doctor.model import Evidence, Finding, Report, Severity
+from pgha.doctor.runner import DIAGNOSES, diagnose, run_diagnoses
+
+__all__ = ["DIAGNOSES", "Evidence", "Finding", "Report", "Severity", "diagnose", "run_diagnoses"]

@@ -1,0 +1,269 @@
+"""Gather the evidence once: the snapshot, then per node its services, processes, files, logs, configs,
+PostgreSQL's own view, its clock and which ports it reaches. Everything through the probes and the
+Transport, so the same code looks at the lab and at real servers. A fact that cannot be read is
+recorded as missing (None) rather than raised: doctor runs precisely when things are broken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psycopg
+import yaml
+from cryptography import x509
+
+from pgha.doctor.model import CertFact, Evidence, FileFact, NodeFacts, PgFact, PortFact
+from pgha.layout import NodeLayout, StateLayout
+from pgha.pki import issued_by, san_strings
+from pgha.plan import CertFiles, build
+from pgha.probe import Credentials
+from pgha.probe import pg as pg_probe
+from pgha.probe.patroni import PatroniApi
+from pgha.render.etcd import parse_env
+from pgha.snapshot import take
+from pgha.spec import ClusterSpec, Node
+from pgha.transport.base import Transport
+
+LOG_LINES = {"patroni": 300, "etcd": 100, "haproxy": 60, "keepalived": 60}
+CONNECT_TIMEOUT = 2
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[-1]}" if text else type(exc).__name__
+
+
+def port_matrix(spec: ClusterSpec, source: Node | None) -> list[tuple[Node, int, str]]:
+    """(target node, port, service) that ``source`` must reach; ``None`` is the operator's machine.
+
+    PostgreSQL nodes reach each other on etcd's client and peer ports, PostgreSQL (replication,
+    pg_rewind) and Patroni's REST API; HAProxy nodes reach PostgreSQL and the REST API (health checks).
+    VRRP (IP protocol 112, multicast) is not TCP: the VIP diagnoses judge it from the holders.
+    """
+    p = spec.ports
+    pg_ports = [(p.etcd_client, "etcd client"), (p.etcd_peer, "etcd peer"), (p.postgresql, "PostgreSQL"),
+                (p.restapi, "Patroni REST API")]
+    if source is not None and source.is_haproxy:
+        pg_ports = [(p.postgresql, "PostgreSQL"), (p.restapi, "Patroni REST API")]
+    return [(t, port, what) for t in spec.postgres_nodes if t != source for port, what in pg_ports]
+
+
+_PORT_SCRIPT = r"""chk() { if out=$(timeout {t} bash -c "exec 3<>/dev/tcp/$1/$2" 2>&1); then echo "ok $1 $2";
+else rc=$?; if [ $rc = 124 ]; then echo "fail $1 $2 no answer within {t} s";
+else echo "fail $1 $2 ${out##*: }"; fi; fi; }
+"""
+
+
+def node_ports(transport: Transport, spec: ClusterSpec, node: Node) -> tuple[PortFact, ...]:
+    """One command per node: every connect in parallel, each bounded by a timeout."""
+    targets = port_matrix(spec, node)
+    if not targets:
+        return ()
+    script = _PORT_SCRIPT.replace("{t}", str(CONNECT_TIMEOUT))
+    script += "".join(f"chk {t.address} {port} &\n" for t, port, _ in targets) + "wait\n"
+    res = transport.run(node, ["bash", "-c", script], timeout=CONNECT_TIMEOUT + 10)
+    seen: dict[tuple[str, int], tuple[bool, str]] = {}
+    for line in res.stdout.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) >= 3 and parts[2].isdigit():
+            seen[(parts[1], int(parts[2]))] = (parts[0] == "ok", parts[3] if len(parts) > 3 else "")
+    out = []
+    for t, port, what in targets:
+        ok, error = seen.get((str(t.address), port), (False, f"not tested: {res.stderr.strip()[:120]}"))
+        out.append(PortFact(node.name, t.name, str(t.address), port, what, ok, error))
+    return tuple(out)
+
+
+def operator_ports(spec: ClusterSpec) -> tuple[PortFact, ...]:
+    def connect(target: tuple[Node, int, str]) -> PortFact:
+        t, port, what = target
+        try:
+            with socket.create_connection((str(t.address), port), timeout=CONNECT_TIMEOUT):
+                return PortFact("(this machine)", t.name, str(t.address), port, what, True)
+        except OSError as exc:
+            return PortFact("(this machine)", t.name, str(t.address), port, what, False, _short(exc))
+
+    targets = port_matrix(spec, None)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return tuple(pool.map(connect, targets))
+
+
+def _clock(transport: Transport, node: Node) -> tuple[float | None, float]:
+    t0 = time.time()
+    res = transport.run(node, ["date", "+%s.%N"], timeout=10)
+    t1 = time.time()
+    try:
+        return float(res.stdout.strip()) - (t0 + t1) / 2, (t1 - t0) / 2
+    except ValueError:
+        return None, 0.0
+
+
+def _cert_kind(layout: NodeLayout, path: str) -> str | None:
+    if not layout.node.is_postgres:
+        return "haproxy-ca" if path == layout.haproxy_ca else None
+    kinds = {layout.ca_crt: "ca", layout.etcd_crt: "etcd", layout.server_crt: "server",
+             layout.client_crt: "client"}
+    return kinds.get(path)
+
+
+def _certs(files: tuple[FileFact, ...], layout: NodeLayout, cluster_ca: bytes | None) -> tuple[CertFact, ...]:
+    ca_path = layout.ca_crt if layout.node.is_postgres else layout.haproxy_ca
+    ca_bytes = next((f.content for f in files if f.path == ca_path), None)
+    node_ca = None
+    with contextlib.suppress(ValueError, TypeError):
+        node_ca = x509.load_pem_x509_certificate(ca_bytes) if ca_bytes else None
+    out = []
+    for f in files:
+        kind = _cert_kind(layout, f.path)
+        if kind is None:
+            continue
+        if f.content is None:
+            out.append(CertFact(f.path, kind, None, (), None, error="missing or unreadable"))
+            continue
+        try:
+            cert = x509.load_pem_x509_certificate(f.content)
+        except ValueError as exc:
+            out.append(CertFact(f.path, kind, None, (), None, error=_short(exc)))
+            continue
+        is_ca = kind in ("ca", "haproxy-ca")
+        out.append(CertFact(
+            f.path, kind, cert.not_valid_after_utc, san_strings(cert),
+            issued_by(cert, node_ca) if node_ca is not None and not is_ca else None,
+            same_as_cluster_ca=(f.content.strip() == cluster_ca.strip()) if is_ca and cluster_ca else None))
+    return tuple(out)
+
+
+def _files(transport: Transport, spec: ClusterSpec, node: Node, creds: Credentials,
+           layout: NodeLayout) -> tuple[FileFact, ...]:
+    """The plan's TLS and password-bearing files, with owner, mode and whether postgres can read them."""
+    plan = build(spec, node, CertFiles.load(StateLayout(spec.state_dir), spec, node), creds.secrets,
+                 root=transport.node_root(node))
+    wanted = (layout.certs_dir, layout.haproxy_ca, layout.patroni_config, layout.keepalived_conf)
+    out = []
+    for entry in plan.files:
+        if not entry.path.startswith(wanted):
+            continue
+        st = transport.file_stat(node, entry.path)
+        needs = entry.owner == "postgres" or any(a.startswith("u:postgres:") for a in entry.acl)
+        can = transport.readable_by(node, entry.path, "postgres") if needs and st is not None else None
+        content = transport.read_file(node, entry.path) if entry.path.endswith(".crt") else None
+        out.append(FileFact(entry.path, entry.owner, entry.group, entry.mode, st, bool(entry.acl), needs, can, content))
+    return tuple(out)
+
+
+def _pg(spec: ClusterSpec, node: Node, creds: Credentials, password: str | None) -> PgFact:
+    if password and password != creds.secrets.superuser_password:
+        creds = dataclasses.replace(creds, secrets=dataclasses.replace(creds.secrets, superuser_password=password))
+    host, port = str(node.address), spec.ports.postgresql
+    try:
+        with pg_probe.connect(host, port, creds, connect_timeout=CONNECT_TIMEOUT) as conn:
+            row = conn.execute("select pg_is_in_recovery(), current_setting('data_checksums') = 'on', "
+                               "current_setting('wal_log_hints') = 'on', current_setting('primary_conninfo')"
+                               ).fetchone()
+            assert row is not None
+            recv = conn.execute("select status, sender_host from pg_stat_wal_receiver").fetchone()
+            senders = conn.execute("select coalesce(host(client_addr), 'local') from pg_stat_replication "
+                                   "where state = 'streaming'").fetchall()
+    except (psycopg.Error, OSError) as exc:
+        return PgFact(False, _short(exc))
+    return PgFact(True, None, bool(row[0]), bool(row[1]), bool(row[2]), str(row[3] or ""),
+                  str(recv[0]) if recv else None, str(recv[1]) if recv else None,
+                  tuple(str(s[0]) for s in senders))
+
+
+def _yaml(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def superuser_password(config: dict[str, Any] | None) -> str | None:
+    try:
+        return str(config["postgresql"]["authentication"]["superuser"]["password"])  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+
+
+def node_facts(spec: ClusterSpec, node: Node, creds: Credentials, transport: Transport,
+               cluster_ca: bytes | None) -> NodeFacts:
+    layout = NodeLayout(spec, node, transport.node_root(node))
+    services = ("etcd", "patroni") if node.is_postgres else ("haproxy", "keepalived")
+    states = []
+    for s in services:
+        with contextlib.suppress(Exception):  # a service manager that does not know it: no fact
+            states.append(transport.service_state(node, s))
+    logs = {s: transport.logs(node, s, LOG_LINES[s]) for s in services}
+    try:
+        files = _files(transport, spec, node, creds, layout)
+    except (OSError, KeyError, ValueError):
+        files = ()  # pgha's own PKI is unreadable here: the TLS diagnoses have nothing to compare
+    offset, uncertainty = _clock(transport, node)
+    facts = NodeFacts(node, tuple(states), tuple(transport.processes(node)), files,
+                      _certs(files, layout, cluster_ca), logs, clock_offset=offset,
+                      clock_uncertainty=uncertainty, ports=node_ports(transport, spec, node))
+    if not node.is_postgres:
+        return facts
+    env_raw = transport.read_file(node, layout.etcd_env)
+    config = _yaml(transport.read_file(node, layout.patroni_config))
+    hba = transport.read_file(node, f"{layout.pg_data}/pg_hba.conf")
+    api: dict[str, Any] | None = None
+    api_error = None
+    try:
+        code, body = PatroniApi(spec, node, creds, timeout=CONNECT_TIMEOUT).get("/patroni")
+        api = body if isinstance(body, dict) else None
+        api_error = None if api is not None else f"HTTP {code}"
+    except httpx.HTTPError as exc:
+        api_error = _short(exc)
+    return dataclasses.replace(
+        facts,
+        etcd_env=parse_env(env_raw.decode(errors="replace")) if env_raw is not None else None,
+        etcd_env_path=layout.etcd_env,
+        etcd_has_data=transport.file_stat(node, f"{layout.etcd_data}/member") is not None,
+        patroni_config=config, patroni_config_path=layout.patroni_config, pg_data=layout.pg_data,
+        pg_hba=hba.decode(errors="replace") if hba is not None else None,
+        patroni_api=api, patroni_api_error=api_error,
+        pg=_pg(spec, node, creds, superuser_password(config)),
+    )
+
+
+def vip_tcp(spec: ClusterSpec) -> str | None:
+    try:
+        with socket.create_connection((str(spec.vip.address), spec.ports.postgresql), timeout=CONNECT_TIMEOUT):
+            return None
+    except OSError as exc:
+        return _short(exc)
+
+
+def collect(spec: ClusterSpec, creds: Credentials, transport: Transport) -> Evidence:
+    """One look at everything; per-node collection runs in parallel (mostly waiting on subprocesses)."""
+    state = StateLayout(spec.state_dir)
+    try:
+        cluster_ca: bytes | None = (state.pki / "ca.crt").read_bytes()
+    except OSError:
+        cluster_ca = None
+    with ThreadPoolExecutor(max_workers=len(spec.nodes) + 2) as pool:
+        snap_f = pool.submit(take, spec, creds, transport)
+        vip_f = pool.submit(vip_tcp, spec)
+        ops_f = pool.submit(operator_ports, spec)
+        futures = [pool.submit(node_facts, spec, n, creds, transport, cluster_ca) for n in spec.nodes]
+        nodes, notes = [], []
+        for node, fut in zip(spec.nodes, futures, strict=True):
+            try:
+                nodes.append(fut.result())
+            except Exception as exc:  # doctor looks at broken clusters: a node it cannot inspect is a note
+                nodes.append(NodeFacts(node))
+                notes.append(f"could not inspect {node.name}: {_short(exc)}")
+        return Evidence(spec, snap_f.result(), tuple(nodes), vip_f.result(), creds.secrets.superuser_password,
+                        datetime.now(UTC), command=lambda n, s, a: transport.service_command(spec.node(n), s, a),
+                        operator_ports=ops_f.result(), notes=tuple(notes))

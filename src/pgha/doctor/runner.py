@@ -1,0 +1,34 @@
+"""Run every diagnosis over one Evidence; a diagnosis that crashes becomes a note, never a traceback."""
+
+from __future__ import annotations
+
+import time
+
+from pgha.doctor import dcs, network, postgres, proxy, tls
+from pgha.doctor.collect import collect
+from pgha.doctor.model import Diagnosis, Evidence, Finding, Report
+from pgha.probe import Credentials
+from pgha.spec import ClusterSpec
+from pgha.transport.base import Transport
+
+DIAGNOSES: tuple[Diagnosis, ...] = (*dcs.DIAGNOSES, *postgres.DIAGNOSES, *proxy.DIAGNOSES, *tls.DIAGNOSES,
+                                    *network.DIAGNOSES)
+"""In the order a person should read the findings: the cluster's brain first, then data, clients, files."""
+
+
+def run_diagnoses(ev: Evidence, diagnoses: tuple[Diagnosis, ...] = DIAGNOSES) -> tuple[list[Finding], list[str]]:
+    findings: list[Finding] = []
+    notes: list[str] = list(ev.notes)
+    for diagnosis in diagnoses:
+        try:
+            findings += diagnosis(ev)
+        except Exception as exc:  # one broken diagnosis must not hide the others' findings
+            notes.append(f"diagnosis {diagnosis.__name__} could not run: {type(exc).__name__}: {exc}")
+    return findings, notes
+
+
+def diagnose(spec: ClusterSpec, creds: Credentials, transport: Transport) -> Report:
+    """Collect the evidence once, then run every diagnosis over it."""
+    t0 = time.monotonic()
+    findings, notes = run_diagnoses(collect(spec, creds, transport))
+    return Report(tuple(findings), time.monotonic() - t0, tuple(notes))

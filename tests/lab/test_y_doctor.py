@@ -1,0 +1,249 @@
+"""pgha doctor on the real lab: each test injects one real fault, asserts doctor names it with the right
+fix, then restores the cluster (and waits until doctor finds nothing again, so later tests start healthy)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from pgha.cli import main
+from pgha.doctor import Finding, diagnose
+from pgha.lab.control import Lab
+from pgha.layout import NodeLayout
+from pgha.probe import Credentials
+from pgha.probe import pg as pg_probe
+from pgha.snapshot import take
+from pgha.spec import Node
+
+pytestmark = pytest.mark.lab
+
+
+def findings(lab: Lab) -> list[Finding]:
+    return list(diagnose(lab.spec, Credentials.of(lab.spec), lab.transport).findings)
+
+
+def wait_for(lab: Lab, what: str, check: Callable[[list[Finding]], bool], timeout: float = 60) -> list[Finding]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = findings(lab)
+        if check(found):
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not reached after {timeout} s; doctor says:\n"
+                        + "\n".join(f"- {f.code}: {f.problem} | {f.evidence} | {f.fix}" for f in found))
+        time.sleep(1)
+
+
+def with_code(code: str) -> Callable[[list[Finding]], bool]:
+    return lambda found: any(f.code == code for f in found)
+
+
+def the(found: list[Finding], code: str) -> Finding:
+    return next(f for f in found if f.code == code)
+
+
+@contextmanager
+def restored(lab: Lab, timeout: float = 120) -> Iterator[None]:
+    """Whatever the test did, the cluster must be healthy again afterwards (doctor finds nothing)."""
+    try:
+        yield
+    finally:
+        wait_for(lab, "healthy again", lambda found: not found, timeout)
+
+
+def roles(lab: Lab) -> tuple[Node, list[Node]]:
+    snap = take(lab.spec, Credentials.of(lab.spec), lab.transport)
+    assert snap.leader is not None
+    leader = lab.spec.node(snap.leader.name)
+    return leader, [n for n in lab.spec.postgres_nodes if n != leader]
+
+
+def layout(lab: Lab, node: Node) -> NodeLayout:
+    return NodeLayout(lab.spec, node, lab.transport.node_root(node))
+
+
+def test_healthy_cluster_reports_nothing(lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    wait_for(lab, "a healthy cluster", lambda found: not found, 60)
+    assert main(["doctor", "--spec", lab_spec_file, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["healthy"] is True and data["findings"] == [] and data["notes"] == []
+
+
+def test_etcd_quorum_lost(lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _, (a, b) = roles(lab)
+    with restored(lab):
+        try:
+            lab.stop(a.name, "etcd")
+            lab.stop(b.name, "etcd")
+            found = wait_for(lab, "quorum loss named", with_code("etcd.quorum"), 30)
+            f = the(found, "etcd.quorum")
+            assert f.problem.startswith("etcd quorum lost")  # the survivor too reports itself unhealthy
+            assert a.member_name in f.evidence and b.member_name in f.evidence and "stopped" in f.evidence
+            assert f"pgha lab start {a.name} etcd" in f.fix and f"pgha lab start {b.name} etcd" in f.fix
+            # the CLI: exit 3, the finding in the JSON
+            assert main(["doctor", "--spec", lab_spec_file, "--format", "json"]) == 3
+            codes = [x["code"] for x in json.loads(capsys.readouterr().out)["findings"]]
+            assert "etcd.quorum" in codes
+        finally:
+            lab.start(a.name, "etcd")
+            lab.start(b.name, "etcd")
+
+
+def test_etcd_key_unreadable_by_postgres(lab: Lab) -> None:
+    _, (replica, _) = roles(lab)
+    key = layout(lab, replica).etcd_key
+    with restored(lab):
+        try:
+            assert lab.transport.run(replica, ["setfacl", "-x", "u:postgres", key]).ok
+            found = wait_for(lab, "unreadable key named", with_code("tls.unreadable"), 10)
+            f = the(found, "tls.unreadable")
+            assert key in f.problem and "Patroni cannot reach etcd" in f.problem
+            assert f"setfacl -m u:postgres:r {key}" in f.fix
+        finally:
+            lab.transport.run(replica, ["setfacl", "-m", "u:postgres:r", key])
+
+
+def test_pg_hba_without_replication_entry(lab: Lab) -> None:
+    leader, (replica, _) = roles(lab)
+    hba = f"{layout(lab, leader).pg_data}/pg_hba.conf"
+    original = lab.transport.read_file(leader, hba)
+    assert original is not None
+    creds = Credentials.of(lab.spec)
+    host, port = str(leader.address), lab.spec.ports.postgresql
+
+    def reconnect_replica() -> None:
+        pg_probe.query(host, port, creds, "select pg_reload_conf()")
+        pg_probe.query(host, port, creds, "select pg_terminate_backend(pid) from pg_stat_replication "
+                                          "where host(client_addr) = %s", (str(replica.address),))
+
+    with restored(lab):
+        try:
+            broken = b"\n".join(line for line in original.splitlines()
+                                if not (b"replication" in line and str(replica.address).encode() in line))
+            with open(hba, "wb") as fh:  # the file Patroni rendered, edited by hand
+                fh.write(broken + b"\n")
+            reconnect_replica()
+            found = wait_for(lab, "replica not streaming named", with_code("replication.not_streaming"), 40)
+            f = the(found, "replication.not_streaming")
+            assert replica.member_name in f.problem
+            assert f"no replication entry for {replica.address}" in f.evidence
+            assert f"pgha restart {leader.name}" in f.fix and "pg_reload_conf" in f.fix
+        finally:
+            with open(hba, "wb") as fh:
+                fh.write(original)
+            pg_probe.query(host, port, creds, "select pg_reload_conf()")
+
+
+def test_etcd_initial_cluster_state_new(lab: Lab) -> None:
+    _, (node, _) = roles(lab)
+    env = layout(lab, node).etcd_env
+    original = lab.transport.read_file(node, env)
+    assert original is not None and b'ETCD_INITIAL_CLUSTER_STATE="existing"' in original
+    with restored(lab):
+        try:
+            with open(env, "wb") as fh:
+                fh.write(original.replace(b'STATE="existing"', b'STATE="new"'))
+            f = the(wait_for(lab, "state new named", with_code("etcd.state_new"), 10), "etcd.state_new")
+            assert node.name in f.problem and env in f.evidence
+            assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in f.fix and f"pgha lab stop {node.name} etcd" in f.fix
+        finally:
+            with open(env, "wb") as fh:
+                fh.write(original)
+
+
+def test_second_postmaster_started_by_hand(lab: Lab) -> None:
+    _, (node, _) = roles(lab)
+    pg_bin = lab.spec.pg_bin_dir
+    # Where the distribution's own cluster would live, under the node's root.
+    data = layout(lab, node).at(f"/var/lib/postgresql/{lab.spec.postgresql.version}/main")
+    sock = layout(lab, node).at("/var/lib/postgresql/sock-hand")
+    run = lab.transport.run
+    with restored(lab):
+        try:
+            assert run(node, ["mkdir", "-p", data, sock], user="postgres").ok
+            init = run(node, [f"{pg_bin}/initdb", "-D", data, "-A", "peer", "--no-sync"], user="postgres")
+            assert init.ok, init.stderr
+            start = run(node, [f"{pg_bin}/pg_ctl", "-D", data, "-o", f"-p 5439 -k {sock} -c listen_addresses=''",
+                               "-l", f"{data}/hand.log", "-w", "start"], user="postgres")
+            assert start.ok, start.stderr
+            f = the(wait_for(lab, "outside postmaster named", with_code("postgres.outside_patroni"), 10),
+                    "postgres.outside_patroni")
+            assert node.name in f.problem and data in f.evidence and "5439" in f.evidence
+            assert "systemctl disable --now postgresql" in f.fix  # it is where the distribution's cluster lives
+        finally:
+            run(node, [f"{pg_bin}/pg_ctl", "-D", data, "-m", "immediate", "stop"], user="postgres")
+            lab.transport.remove_tree(node, layout(lab, node).at(f"/var/lib/postgresql/{lab.spec.postgresql.version}"))
+            lab.transport.remove_tree(node, sock)
+
+
+def test_superuser_password_changed_in_database(lab: Lab) -> None:
+    leader, _ = roles(lab)
+    creds = Credentials.of(lab.spec)
+    lay = layout(lab, leader)
+
+    def set_password(value: str) -> None:
+        res = lab.transport.run(leader, ["psql", "-h", lay.pg_socket_dir, "-p", str(lab.spec.ports.postgresql),
+                                         "-U", "postgres", "-d", "postgres", "-c",
+                                         f"ALTER ROLE postgres PASSWORD '{value}'"], user="postgres")
+        assert res.ok, res.stderr
+
+    with restored(lab):
+        try:
+            set_password("not-the-configured-one")
+            f = the(wait_for(lab, "password mismatch named", with_code("postgres.password_db"), 20),
+                    "postgres.password_db")
+            assert "password authentication failed" in f.evidence
+            assert "ALTER ROLE postgres PASSWORD" in f.fix and lay.patroni_config in f.fix
+        finally:
+            set_password(creds.secrets.superuser_password)
+
+
+def test_keepalived_sigkill_and_a_stale_vip(lab: Lab) -> None:
+    snap = take(lab.spec, Credentials.of(lab.spec), lab.transport)
+    assert snap.vip_holders and len(snap.vip_holders) == 1
+    holder = lab.spec.node(snap.vip_holders[0])
+    vip = f"{lab.spec.vip.address}/{lab.spec.vip.prefix}"
+    with restored(lab):
+        try:
+            # SIGKILL, and no restart (a unit that gave up): the VIP moves, this node cannot take it back.
+            lab.transport.kill(holder, "keepalived", "KILL", hold=True)
+            f = the(wait_for(lab, "dead keepalived named", with_code("service.keepalived_down"), 20),
+                    "service.keepalived_down")
+            assert holder.name in f.problem and f.fix == f"pgha lab start {holder.name} keepalived"
+        finally:
+            lab.start(holder.name, "keepalived")
+    holders = take(lab.spec, Credentials.of(lab.spec), lab.transport).vip_holders or ()
+    stale = next(n for n in lab.spec.haproxy_nodes if n.name not in holders)
+    with restored(lab):
+        try:
+            # The address a keepalived killed by SIGKILL leaves behind (without pgha's stop-post release):
+            # a dead keepalived on a node that still carries the VIP, while the MASTER carries it too.
+            lab.transport.kill(stale, "keepalived", "KILL", hold=True)
+            assert lab.transport.run(stale, ["ip", "address", "add", vip, "dev", lab.spec.vip.interface]).ok
+            f = the(wait_for(lab, "two holders named", with_code("vip.split"), 15), "vip.split")
+            assert stale.name in f.problem and "held by 2 hosts" in f.problem
+            assert f"pgha lab stop {stale.name} keepalived && pgha lab start {stale.name} keepalived" in f.fix
+        finally:
+            lab.start(stale.name, "keepalived")  # the fix doctor names: the restarted keepalived releases it
+            deadline = time.monotonic() + 10
+            while lab.transport.holds_address(stale, str(lab.spec.vip.address), lab.spec.vip.interface):
+                if time.monotonic() > deadline:
+                    lab.transport.run(stale, ["ip", "address", "del", vip, "dev", lab.spec.vip.interface])
+                    pytest.fail("restarting keepalived did not release the stale VIP")
+                time.sleep(0.2)
+
+
+def test_postgresql_left_without_patroni(lab: Lab) -> None:
+    _, (node, _) = roles(lab)
+    with restored(lab):
+        try:
+            lab.transport.kill(node, "patroni", "KILL", hold=True)  # its postmaster keeps running
+            f = the(wait_for(lab, "orphan postmaster named", with_code("postgres.no_patroni"), 20),
+                    "postgres.no_patroni")
+            assert node.name in f.problem and f.fix.startswith(f"pgha lab start {node.name} patroni")
+        finally:
+            lab.start(node.name, "patroni")
