@@ -96,6 +96,10 @@ class Operations:
             raise UsageError(f"{cand.name} is not running (state {cand.state}): it cannot take over")
         if cand.tags.get("nofailover"):
             raise UsageError(f"{cand.name} is tagged nofailover: it must never be promoted")
+        sync = [m.name for m in snap.replicas if m.role == "sync_standby"]
+        if sync and cand.name not in sync:
+            raise UsageError(f"{cand.name} is not the synchronous standby ({', '.join(sync)}): in synchronous "
+                             "mode only it is guaranteed to have every acknowledged write")
         max_lag = self.spec.dcs.maximum_lag_on_failover
         if cand.lag_mb is None or cand.lag_mb * 1048576 > max_lag:
             raise UsageError(f"{cand.name} lags {cand.lag_mb} MB, beyond maximum_lag_on_failover "

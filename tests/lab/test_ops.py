@@ -100,6 +100,56 @@ def test_reinit_rebuilds_a_replica(ops: Operations) -> None:
         ops.reinit("postgres-01")
 
 
+def test_restart_one_node_restarts_its_postmaster_only(lab: Lab, ops: Operations) -> None:
+    from pgha.probe import pg
+
+    creds = Credentials.of(lab.spec)
+    started = "select pg_postmaster_start_time()"
+    before = {n.name: pg.query(str(n.address), lab.spec.ports.postgresql, creds, started)[0][0]
+              for n in lab.spec.postgres_nodes}
+    assert "restarted PostgreSQL on postgresql-02" in ops.restart(["postgres-02"])
+    after = {n.name: pg.query(str(n.address), lab.spec.ports.postgresql, creds, started)[0][0]
+             for n in lab.spec.postgres_nodes}
+    assert after["postgres-02"] > before["postgres-02"]
+    assert after["postgres-01"] == before["postgres-01"] and after["postgres-03"] == before["postgres-03"]
+    assert ops.healthy(ops.snapshot(), "postgresql-01")
+
+
+def test_failover_to_a_candidate_then_back(ops: Operations) -> None:
+    tl = ops.snapshot().leader.timeline  # type: ignore[union-attr]
+    assert "postgresql-03 is the leader" in ops.failover("postgres-03")
+    snap = ops.wait("old leader streaming", ops.healthy, 90)
+    assert snap.leader is not None and snap.leader.name == "postgresql-03" and snap.leader.timeline == tl + 1
+    assert ops.routed_to(snap, "postgresql-03")  # HAProxy follows before failover returns
+    ops.switchover("postgres-01")
+
+
+def test_changing_commands_ask_on_a_terminal_and_refuse_without_one(lab: Lab, lab_spec_file: str,
+                                                                     ops: Operations) -> None:
+    import os
+    import pty
+
+    # Not a terminal (scripts): refused with the way out, nothing changes.
+    proc = subprocess.run([str(Path(sys.executable).parent / "pgha"), "switchover", "--spec", lab_spec_file],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "confirm on a terminal, or pass --force" in proc.stderr
+    # A terminal: the question is asked; answering no aborts.
+    master, slave = pty.openpty()
+    child = subprocess.Popen([str(Path(sys.executable).parent / "pgha"), "switchover", "--spec", lab_spec_file],
+                             stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"?" not in seen and time.monotonic() < deadline:
+        seen += os.read(master, 1024)
+    os.write(master, b"n\n")
+    assert child.wait(timeout=30) != 0
+    os.close(master)
+    assert b"switch the primary over to the best replica?" in seen
+    snap = ops.snapshot()
+    assert snap.leader is not None and snap.leader.name == "postgresql-01"
+
+
 def test_patronictl_list_and_switchover(lab: Lab, lab_spec_file: str) -> None:
     pgha = str(Path(sys.executable).parent / "pgha")
     out = subprocess.run([pgha, "ctl", "--spec", lab_spec_file, "--", "list"], capture_output=True, text=True,

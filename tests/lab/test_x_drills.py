@@ -54,3 +54,22 @@ def test_keepalived_sigkill_never_leaves_the_vip_on_two_hosts(lab: Lab, lab_spec
     assert r["vip_on_two_hosts"] is False, r["notes"]
     assert int(r["vip_moves"]) >= 1 and r["healthy_at_end"] is True  # type: ignore[call-overload]
     assert r["lost_acked_writes"] == 0 and code == 0
+
+
+def test_etcd_quorum_loss_stops_writes_and_says_why(lab: Lab, lab_spec_file: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, runs = run_drill(["etcd-quorum-loss", "--spec", lab_spec_file], capsys)
+    r = runs[0]
+    assert code == 0 and r["healthy_at_end"] is True and r["split_brain_acks"] == 0
+    # failsafe_mode off (the default): without quorum the leader cannot renew its key and is demoted.
+    assert any("failsafe_mode off" in n and "demoted" in n for n in r["notes"]), r["notes"]  # type: ignore[attr-defined]
+
+
+def test_patroni_only_crash_with_sync_leaves_no_second_writable_primary(lab: Lab, lab_spec_file: str,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # Async, the old primary acknowledges direct writes after the new leader is elected (measured, README);
+    # synchronous mode makes such commits wait for a standby that is gone: none is acknowledged.
+    code, runs = run_drill(["patroni-only-crash", "--sync", "--spec", lab_spec_file], capsys)
+    r = runs[0]
+    assert r["old_primary_direct_writes_after_new_leader"] == 0 and r["new_leader"] != r["old_leader"]
+    assert code == 0 and r["safe"] is True and r["lost_acked_writes"] == 0

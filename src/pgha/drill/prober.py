@@ -61,6 +61,8 @@ class Writer:
     run: str
     interval: float = 0.05
     node: str | None = None  # set for a direct-to-node writer
+    dsn: str | None = None
+    """A libpq connection string to use instead of host/port (e.g. a multi-host string, for a peer tool)."""
     attempts: list[Attempt] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -89,7 +91,8 @@ class Writer:
             t0 = time.time()
             try:
                 if conn is None or conn.closed:
-                    conn = pg_probe.connect(self.host, self.port, self.creds, connect_timeout=2)
+                    conn = (psycopg.connect(self.dsn, autocommit=True) if self.dsn else
+                            pg_probe.connect(self.host, self.port, self.creds, connect_timeout=2))
                 params = (self.run, self.node, seq) if self.node else (self.run, seq)
                 row = conn.execute(sql, params).fetchone()
                 assert row is not None

@@ -59,8 +59,10 @@ class DrillResult:
 
     @property
     def safe(self) -> bool:
-        """No acknowledged write lost (when sync), never two primaries, never the VIP twice, healthy."""
+        """No acknowledged write lost (when sync), never two primaries acknowledging writes (through the VIP or
+        directly), never the VIP twice, healthy at the end."""
         return ((not self.sync or self.lost_acked_writes == 0) and self.split_brain_acks == 0
+                and self.old_primary_direct_writes_after_new_leader == 0
                 and not self.vip_on_two_hosts and self.healthy_at_end)
 
     def as_dict(self) -> dict[str, Any]:
@@ -115,7 +117,8 @@ class DrillRunner:
 
     def whole(self, snap: ClusterSnapshot) -> bool:
         return (self.ops.healthy(snap) and all(e.healthy for e in snap.etcd)
-                and len(snap.vip_holders or ()) == 1 and all(h.reachable for h in snap.haproxy))
+                and len(snap.vip_holders or ()) == 1 and all(h.reachable for h in snap.haproxy)
+                and snap.leader is not None and self.ops.routed_to(snap, snap.leader.name))
 
     def prepare(self, sync: bool) -> ClusterSnapshot:
         self.say("waiting for a whole cluster")
@@ -144,7 +147,9 @@ class DrillRunner:
             w.start()
         sampler.start()
         try:
-            time.sleep(2.0)  # a steady stream of writes before the fault
+            # A steady stream of acknowledged writes before the fault, or the outage has no start.
+            self.wait("writes acknowledged through the VIP before the fault",
+                      lambda: len(vip_writer.acked) >= 20 and all(a.ok for a in vip_writer.attempts[-10:]), 60)
             result.t_fault = time.time()
             self.say(f"fault: {scenario.description}")
             result.action = scenario.inject(ctx)
@@ -158,7 +163,24 @@ class DrillRunner:
                 ctx.restore()
         result.vip_attempts, result.samples = vip_writer.attempts, sampler.samples
         self._measure(result, vip_writer, direct)
+        if scenario.name == "etcd-quorum-loss":
+            self._explain_quorum_loss(result)
         return result
+
+    def _explain_quorum_loss(self, r: DrillResult) -> None:
+        """Say what happened to writes without a DCS quorum, and why."""
+        failsafe = bool(self.ops.config().get("failsafe_mode"))
+        end = r.t_fault + (r.restored_after_s or 0)
+        fails = [a for a in r.vip_attempts if not a.ok and r.t_fault < a.started < end]
+        if fails:
+            r.notes.append(f"writes failed from +{fails[0].started - r.t_fault:.1f} s until quorum returned "
+                           f"(+{r.restored_after_s} s): the leader could not renew its key in etcd, so Patroni "
+                           f"demoted it (failsafe_mode {'on, but not every member answered' if failsafe else 'off'})"
+                           " — no primary rather than a possible second one")
+        else:
+            r.notes.append("writes went on without an etcd quorum: "
+                           + ("failsafe_mode on — the leader kept its role because every member confirmed it "
+                              "over the REST API" if failsafe else "the fault was shorter than the leader key's ttl"))
 
     def _recover(self, scenario: Scenario, ctx: DrillContext, result: DrillResult, vip: Writer) -> None:
         t0 = result.t_fault
@@ -194,7 +216,8 @@ class DrillRunner:
         # The outage a client saw: the longest gap between two acknowledgements, from the last one
         # before the fault on (injecting takes a moment; the fault bites somewhere inside it).
         before = [a for a in acked if a.ended <= t0]
-        window = sorted(a.ended for a in acked if a.ended >= (before[-1].ended if before else t0))
+        start = before[-1].ended if before else t0
+        window = sorted({start, *(a.ended for a in acked if a.ended >= start)})
         if len(window) >= 2 and window[-1] > t0:
             r.write_outage_s = round(max(b - a for a, b in zip(window, window[1:], strict=False)), 3)
         else:
