@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 from pgha import spec as spec_mod
 from pgha.drill.runner import DrillResult, DrillRunner, scenario
+from pgha.errors import PghaError
 from pgha.lab.control import Lab
 from pgha.probe import Credentials
 
@@ -32,7 +34,8 @@ def figures(values: list[float | None]) -> str:
     return f"{statistics.median(seen):6.2f} / {max(seen):6.2f}"
 
 
-def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync: bool) -> list[DrillResult]:
+def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync: bool,
+                failures: list[str]) -> list[DrillResult]:
     spec = spec_mod.parse(spec_mod.default_data(lab=True, name="pgha-bench", profile=profile), "(bench)")
     lab = Lab(spec)
     lab.down()
@@ -44,7 +47,12 @@ def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync
         runner = DrillRunner(spec, lab.transport, Credentials.of(spec))
         for name in scenarios:
             for i in range(runs):
-                r = runner.run(scenario(name), sync=sync)
+                try:
+                    r = runner.run(scenario(name), sync=sync)
+                except PghaError as exc:  # a failed run is a figure too: count it, show why, go on
+                    failures.append(f"{profile.value} {name} {i + 1}: {exc}\n{exc.details or ''}")
+                    print(f"[{profile.value}] {name} {i + 1}/{runs}: FAILED {failures[-1]}", flush=True)
+                    continue
                 results.append(r)
                 back = (round(r.healthy_after_s - r.restored_after_s, 2)
                         if r.healthy_after_s is not None and r.restored_after_s is not None else None)
@@ -71,7 +79,13 @@ def summary(profile: str, results: list[DrillResult]) -> None:
               f"{sum(r.lost_acked_writes for r in rs):>10} {sum(not r.safe for r in rs):>6}")
 
 
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so the lab is taken down on the way out
+
+
 def main(argv: list[str]) -> None:
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)  # also when started in the background, where SIGINT is ignored
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profiles", default="seed,fast")
@@ -82,12 +96,14 @@ def main(argv: list[str]) -> None:
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     every: dict[str, list[dict[str, Any]]] = {}
     per_profile: dict[str, list[DrillResult]] = {}
+    failures: list[str] = []
     for p in args.profiles.split(","):
         profile = spec_mod.Profile(p.strip())
-        per_profile[profile.value] = run_profile(profile, scenarios, args.runs, args.sync)
+        per_profile[profile.value] = run_profile(profile, scenarios, args.runs, args.sync, failures)
         every[profile.value] = [r.as_dict() for r in per_profile[profile.value]]
     for profile_name, results in per_profile.items():
         summary(profile_name, results)
+    print(f"\nfailed runs: {len(failures)}" + "".join(f"\n  {f}" for f in failures))
     if args.json:
         args.json.write_text(json.dumps(every, indent=1, default=str))
         print(f"\nevery run: {args.json}")

@@ -201,8 +201,11 @@ class Operations:
         self.set_config({"synchronous_mode": on, "synchronous_mode_strict": strict and on})
 
         def reached(snap: ClusterSnapshot) -> bool:
+            # Both PostgreSQL (pg_stat_replication) and the DCS (/sync key, shown as the sync_standby role):
+            # until the key names a standby, no replica may be promoted — a crash then leaves no leader.
             states = {r[2] for r in self.lag()}
-            return ("sync" in states) == on
+            in_dcs = any(m.role == "sync_standby" for m in snap.members)
+            return ("sync" in states) == on and in_dcs == on
         self.wait("synchronous mode", reached, timeout)
         return "synchronous mode on" + (" (strict)" if strict else "") if on else "synchronous mode off"
 

@@ -103,6 +103,7 @@ class DrillRunner:
                  say: Any = lambda msg: None) -> None:
         self.spec, self.transport, self.creds, self.say = spec, transport, creds, say
         self.ops = Operations(spec, creds, transport)
+        self.sync = False
 
     def wait(self, what: str, check: Any, timeout: float) -> float:
         deadline = time.monotonic() + timeout
@@ -118,14 +119,19 @@ class DrillRunner:
     def whole(self, snap: ClusterSnapshot) -> bool:
         return (self.ops.healthy(snap) and all(e.healthy for e in snap.etcd)
                 and len(snap.vip_holders or ()) == 1 and all(h.reachable for h in snap.haproxy)
-                and snap.leader is not None and self.ops.routed_to(snap, snap.leader.name))
+                and snap.leader is not None and self.ops.routed_to(snap, snap.leader.name)
+                # In synchronous mode the DCS must name a sync standby, or no replica may be promoted.
+                and (not self.sync or any(m.role == "sync_standby" for m in snap.members)))
 
     def prepare(self, sync: bool) -> ClusterSnapshot:
         self.say("waiting for a whole cluster")
+        self.sync = bool(self.ops.config().get("synchronous_mode"))
         self.wait("a healthy cluster before the drill", lambda: self.whole(self.ops.snapshot()), 120)
-        if bool(self.ops.config().get("synchronous_mode")) != sync:
+        if self.sync != sync:
             self.say(f"synchronous mode {'on' if sync else 'off'}")
             self.ops.set_sync(sync)
+            self.sync = sync
+            self.wait("a whole cluster in the new mode", lambda: self.whole(self.ops.snapshot()), 60)
         create_tables(str(self.spec.vip.address), self.spec.ports.postgresql, self.creds)
         return self.ops.snapshot()
 
@@ -182,6 +188,19 @@ class DrillRunner:
                            + ("failsafe_mode on — the leader kept its role because every member confirmed it "
                               "over the REST API" if failsafe else "the fault was shorter than the leader key's ttl"))
 
+    def _stuck(self, vip: Writer) -> str:
+        """What a stuck drill looks like: the client's last error, the leader, HAProxy, the VIP."""
+        last = vip.attempts[-1] if vip.attempts else None
+        try:
+            snap = self.ops.snapshot()
+            members = ", ".join(f"{m.name} {m.role}/{m.state}" for m in snap.members) or snap.patroni_error
+            proxies = "; ".join(f"{h.node}: {','.join(h.up('postgres_primary')) or 'none UP'}"
+                                for h in snap.haproxy)
+            state = f"members: {members}\nHAProxy primary backends: {proxies}\nVIP holders: {snap.vip_holders}"
+        except Exception as exc:  # the picture is best effort
+            state = f"(no snapshot: {exc})"
+        return f"last client attempt: {last.error if last and not last.ok else 'ok'}\n{state}"
+
     def _recover(self, scenario: Scenario, ctx: DrillContext, result: DrillResult, vip: Writer) -> None:
         t0 = result.t_fault
         if scenario.hold_past_ttl is not None:
@@ -193,7 +212,11 @@ class DrillRunner:
                     return acked_after
                 snap = self.ops.snapshot()
                 return acked_after and snap.leader is not None and snap.leader.name != result.old_leader
-            t = self.wait("writes through the VIP after the fault", recovered, 120)
+            try:
+                t = self.wait("writes through the VIP after the fault", recovered, 120)
+            except PghaError as exc:
+                raise PghaError(str(exc), hint="see `pgha status` and `pgha lab logs`",
+                                details=self._stuck(vip)) from None
             result.writes_recovered_after_s = round(t - t0, 3)
             time.sleep(scenario.hold)
         self.say("restoring the faulted node")
