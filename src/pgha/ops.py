@@ -173,11 +173,25 @@ class Operations:
         m = self.member(snap, name)
         if m.is_leader:
             raise UsageError(f"{m.name} is the leader: reinit rebuilds a replica from the leader")
-        code, answer = self.api(self.spec.node(m.name)).call("POST", "/reinitialize", {"force": True})
+        api = self.api(self.spec.node(m.name))
+        started = self._postmaster_start(api)
+        code, answer = api.call("POST", "/reinitialize", {"force": True})
         self._expect(code, answer, f"reinit of {m.name}")
-        time.sleep(1)
-        self.wait("reinit", self.healthy, timeout)
+        # Patroni rebuilds in the background: "healthy" only counts once a new postmaster runs there
+        # (the old one still streams for a moment after the call returns).
+        self.wait("reinit", lambda s: self._postmaster_start(api) not in (None, started) and self.healthy(s),
+                  timeout)
         return f"{m.name} rebuilt from the leader and streaming"
+
+    @staticmethod
+    def _postmaster_start(api: PatroniApi) -> str | None:
+        try:
+            code, body = api.get("/patroni")
+        except Exception:  # the REST API may blink while PostgreSQL is rebuilt
+            return None
+        if code not in (200, 503) or not isinstance(body, dict) or body.get("state") != "running":
+            return None  # stopping, creating a replica, starting: no postmaster to speak of
+        return str(body.get("postmaster_start_time") or "") or None
 
     # -- DCS configuration ------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:

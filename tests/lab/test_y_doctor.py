@@ -14,6 +14,7 @@ from pgha.cli import main
 from pgha.doctor import Finding, diagnose
 from pgha.lab.control import Lab
 from pgha.layout import NodeLayout
+from pgha.plan import FileEntry
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
 from pgha.snapshot import take
@@ -223,6 +224,7 @@ def test_keepalived_sigkill_and_a_stale_vip(lab: Lab) -> None:
             # The address a keepalived killed by SIGKILL leaves behind (without pgha's stop-post release):
             # a dead keepalived on a node that still carries the VIP, while the MASTER carries it too.
             lab.transport.kill(stale, "keepalived", "KILL", hold=True)
+            time.sleep(1.5)  # let pgha's own stop-post release run first: the stale address comes after it
             assert lab.transport.run(stale, ["ip", "address", "add", vip, "dev", lab.spec.vip.interface]).ok
             f = the(wait_for(lab, "two holders named", with_code("vip.split"), 15), "vip.split")
             assert stale.name in f.problem and "held by 2 hosts" in f.problem
@@ -246,4 +248,51 @@ def test_postgresql_left_without_patroni(lab: Lab) -> None:
                     "postgres.no_patroni")
             assert node.name in f.problem and f.fix.startswith(f"pgha lab start {node.name} patroni")
         finally:
+            lab.start(node.name, "patroni")
+
+
+def test_haproxy_checking_with_the_wrong_ca_routes_nowhere(lab: Lab) -> None:
+    snap = take(lab.spec, Credentials.of(lab.spec), lab.transport)
+    node = next(n for n in lab.spec.haproxy_nodes if n.name not in (snap.vip_holders or ()))
+    ca = layout(lab, node).haproxy_ca
+    original = lab.transport.read_file(node, ca)
+    assert original is not None
+    leader, _ = roles(lab)
+    # Any certificate that is not the cluster CA: here the leader's own server certificate.
+    wrong = lab.transport.read_file(leader, layout(lab, leader).server_crt)
+    assert wrong is not None and wrong != original
+    with restored(lab):
+        try:
+            lab.transport.put_file(node, FileEntry(ca, wrong))
+            lab.stop(node.name, "haproxy")
+            lab.start(node.name, "haproxy")
+            f = the(wait_for(lab, "routing nowhere named", with_code("haproxy.routing"), 30), "haproxy.routing")
+            assert node.name in f.problem and "no server" in f.problem
+            assert "is not the cluster CA" in f.evidence and ca in f.fix
+        finally:
+            lab.transport.put_file(node, FileEntry(ca, original))
+            lab.stop(node.name, "haproxy")
+            lab.start(node.name, "haproxy")
+
+
+def test_member_stuck_in_start_failed(lab: Lab) -> None:
+    _, (node, _) = roles(lab)
+    config = layout(lab, node).patroni_config
+    original = lab.transport.read_file(node, config)
+    assert original is not None and b"shared_buffers" in original
+    with restored(lab, 180):
+        try:
+            # A value PostgreSQL refuses at start, as a hand edit gone wrong would be.
+            broken = original.replace(b"shared_buffers: 256MB", b"shared_buffers: 99999TB")
+            assert broken != original
+            lab.transport.put_file(node, FileEntry(config, broken, "postgres", "postgres", 0o600))
+            lab.stop(node.name, "patroni")
+            lab.start(node.name, "patroni")
+            f = the(wait_for(lab, "start failed named", with_code("patroni.start_failed"), 90),
+                    "patroni.start_failed")
+            assert node.member_name in f.problem and "FATAL" in f.evidence  # PostgreSQL's own words
+            assert f"pgha restart {node.name}" in f.fix and f"pgha reinit {node.name}" in f.fix
+        finally:
+            lab.transport.put_file(node, FileEntry(config, original, "postgres", "postgres", 0o600))
+            lab.stop(node.name, "patroni")
             lab.start(node.name, "patroni")

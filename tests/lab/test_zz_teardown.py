@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,13 @@ from pgha.lab.control import Lab
 from pgha.lab.network import existing_namespaces, ip, link_exists
 
 pytestmark = pytest.mark.lab
+
+
+def start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def test_zz_down_leaves_nothing(lab: Lab) -> None:
@@ -20,10 +28,12 @@ def test_zz_down_leaves_nothing(lab: Lab) -> None:
             for p in ip("netns", "pids", ns).stdout.split()]
     pids.append(lab.transport.supervisor.pid() or 0)
     assert len(pids) > 15
+    started = {p: start_time(p) for p in pids}
     lab.down()
     assert not [ns for ns in existing_namespaces() if ns.startswith(lab.network.names.prefix)]
     assert not link_exists(lab.network.names.bridge)
-    alive = [p for p in pids if subprocess.run(["kill", "-0", str(p)], capture_output=True).returncode == 0]
+    # The same process (pid and start time: pids are reused quickly on a busy machine) still there?
+    alive = [p for p in pids if started[p] is not None and start_time(p) == started[p]]
     # killed daemons may linger a moment as zombies of a non-init PID 1
     zombies = [p for p in alive if "Z" in subprocess.run(["ps", "-o", "stat=", "-p", str(p)],
                                                          capture_output=True, text=True).stdout]

@@ -72,6 +72,17 @@ class DrillResult:
         return out
 
 
+def client_outage(acked_at: list[float], t_fault: float) -> float | None:
+    """The longest gap between two acknowledged commits, from the last one before the fault on (or from
+    the fault itself when none came before it); None when nothing was acknowledged after the fault."""
+    before = [t for t in acked_at if t <= t_fault]
+    start = max(before) if before else t_fault
+    window = sorted({start, *(t for t in acked_at if t >= start)})
+    if len(window) < 2 or window[-1] <= t_fault:
+        return None
+    return round(max(b - a for a, b in zip(window, window[1:], strict=False)), 3)
+
+
 class Sampler:
     """Polls who leads and who holds the VIP, every 0.25 s, in the background."""
 
@@ -238,12 +249,8 @@ class DrillRunner:
         r.acked_writes, r.failed_attempts = len(acked), len(vip.attempts) - len(acked)
         # The outage a client saw: the longest gap between two acknowledgements, from the last one
         # before the fault on (injecting takes a moment; the fault bites somewhere inside it).
-        before = [a for a in acked if a.ended <= t0]
-        start = before[-1].ended if before else t0
-        window = sorted({start, *(a.ended for a in acked if a.ended >= start)})
-        if len(window) >= 2 and window[-1] > t0:
-            r.write_outage_s = round(max(b - a for a, b in zip(window, window[1:], strict=False)), 3)
-        else:
+        r.write_outage_s = client_outage([a.ended for a in acked], t0)
+        if r.write_outage_s is None:
             r.notes.append("no write was acknowledged after the fault")
         # The leader as the sampler saw it, and VIP holder changes.
         leaders = [s for s in r.samples if s.at > t0 and s.leader and s.leader != r.old_leader]
