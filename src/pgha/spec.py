@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -63,6 +65,20 @@ class Tags(Frozen):
     nosync: bool = False
 
 
+SSH_KEY_RE = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|ssh-dss) [A-Za-z0-9+/]+={0,3}( .*)?$"
+
+
+class NodeSsh(Frozen):
+    """How pgha reaches one server over SSH; fields left out come from ``deploy.ssh``."""
+
+    user: str | None = None
+    port: Annotated[int | None, Field(ge=1, le=65535)] = None
+    key_file: str | None = None
+    host_key: Annotated[str | None, Field(pattern=SSH_KEY_RE)] = None
+    """The server's public host key, pinned (``ssh-ed25519 AAAA...``, as in /etc/ssh/ssh_host_*.pub);
+    without it the key must be in ``known_hosts``. An unknown key is never accepted."""
+
+
 class Node(Frozen):
     """One host of the cluster."""
 
@@ -74,6 +90,8 @@ class Node(Frozen):
     priority: Annotated[int | None, Field(ge=1, le=254)] = None
     """keepalived VRRP priority (HAProxy nodes); default 100, 90, 80... in spec order."""
     tags: Tags = Tags()
+    ssh: NodeSsh = NodeSsh()
+    """SSH settings of this server for `pgha deploy` (overrides ``deploy.ssh``)."""
 
     @property
     def member_name(self) -> str:
@@ -198,6 +216,47 @@ class Lab(Frozen):
     """The machine's own address on the lab bridge; default: the subnet's first host."""
 
 
+class Ssh(Frozen):
+    """SSH defaults of every server (`pgha deploy`); each node's ``ssh`` overrides them."""
+
+    user: str = "root"
+    """root, or a user with passwordless sudo."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    key_file: str | None = None
+    """Private key; default: the SSH agent and ~/.ssh/id_* keys."""
+    known_hosts: str | None = None
+    """known_hosts file checked for host keys not pinned in the spec; default ~/.ssh/known_hosts."""
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """The SSH settings of one node, its own merged over ``deploy.ssh``."""
+
+    host: str
+    user: str
+    port: int
+    key_file: str | None
+    host_key: str | None
+    known_hosts: str | None
+    connect_timeout: float
+
+
+class Deploy(Frozen):
+    """`pgha deploy` to real servers: how packages reach them and the seed's section 2 prerequisites."""
+
+    packages: Literal["online", "bundle"] = "online"
+    """``online``: each server uses its own apt and PyPI; ``bundle``: an offline bundle built by
+    `pgha bundle build` on this machine, shipped over SSH (air-gapped servers)."""
+    bundle_dir: str | None = None
+    """Where `pgha bundle build` writes the bundle; default <state_dir>/bundle."""
+    timezone: str | None = None
+    """The seed's section 2 step 1 (e.g. Europe/Madrid); unset: left as it is."""
+    patroni: str = "patroni[etcd3,psycopg3]>=4.1,<4.2"
+    """The pip requirement of Patroni's virtualenv."""
+    ssh: Ssh = Ssh()
+
+
 class ClusterSettings(Frozen):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = "postgresql-cluster"
     """Patroni's scope; also names the lab's namespaces and the state directory."""
@@ -234,6 +293,8 @@ class ClusterSpec(Frozen):
     watchdog: Watchdog = Watchdog()
     paths: Paths = Paths()
     lab: Lab = Lab()
+    deploy: Deploy | None = None
+    """Present for a cluster of real servers (`pgha deploy`); absent for the lab."""
 
     @model_validator(mode="before")
     @classmethod
@@ -300,6 +361,18 @@ class ClusterSpec(Frozen):
         if node.priority is not None:
             return node.priority
         return 100 - 10 * self.haproxy_nodes.index(node)
+
+    def ssh_of(self, node: Node) -> SshTarget:
+        """The SSH settings of a server: the node's own over ``deploy.ssh``."""
+        d = (self.deploy or Deploy()).ssh
+        o = node.ssh
+        return SshTarget(str(node.address), o.user or d.user, o.port or d.port, o.key_file or d.key_file,
+                         o.host_key, d.known_hosts, d.connect_timeout)
+
+    @property
+    def bundle_dir(self) -> Path:
+        given = self.deploy.bundle_dir if self.deploy else None
+        return Path(given) if given else self.state_dir / "bundle"
 
     def member_of(self, member_name: str) -> Node | None:
         return next((n for n in self.postgres_nodes if n.member_name == member_name), None)
@@ -413,6 +486,13 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
         errors.append(("lab.bridge_address",
                        f"{spec.bridge_address} (the machine's address on the lab bridge) is taken by a node "
                        "or the VIP; set lab.bridge_address"))
+    if spec.deploy is not None:
+        tz = spec.deploy.timezone
+        if tz is not None and not re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+){0,2}", tz):
+            errors.append(("deploy.timezone", f"{tz!r} is not a time zone name (e.g. Europe/Madrid, UTC)"))
+    for i, node in enumerate(spec.nodes):
+        if node.ssh != NodeSsh() and spec.deploy is None:
+            errors.append((f"nodes[{i}].ssh", "SSH settings need a `deploy:` section (a cluster of servers)"))
     for key in ("certs", "etcd_data", "etcd_conf", "patroni_conf", "pg_data", "pg_home", "pg_socket_dir",
                 "haproxy_conf", "keepalived_conf", "run_dir", "patroni_venv"):
         if not str(getattr(spec.paths, key)).startswith("/"):

@@ -7,13 +7,13 @@ import sys
 import click
 
 from pgha import __version__
-from pgha.cli import doctor_cmds, drill_cmds, lab_cmds, ops_cmds, spec_cmds
+from pgha.cli import deploy_cmds, doctor_cmds, drill_cmds, lab_cmds, ops_cmds, spec_cmds
 from pgha.cli.common import cli
 from pgha.cli.output import err, print_error
 from pgha.errors import PghaError
 
 # importing them registers their commands on `cli`
-_COMMAND_MODULES = (spec_cmds, lab_cmds, ops_cmds, drill_cmds, doctor_cmds)
+_COMMAND_MODULES = (spec_cmds, lab_cmds, ops_cmds, drill_cmds, doctor_cmds, deploy_cmds)
 
 __all__ = ["cli", "main", "__version__"]
 

@@ -11,6 +11,7 @@ from pgha import __version__
 from pgha import spec as spec_mod
 from pgha.cli.output import FORMATS, err
 from pgha.spec import ClusterSpec
+from pgha.transport.base import Transport
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -41,3 +42,31 @@ def load_spec(spec_path: str | None, *, lab_fallback: bool = False) -> ClusterSp
             return spec_mod.parse(spec_mod.default_data(lab=True), "(built-in lab spec)")
         spec_path = str(default)
     return spec_mod.load(spec_path)
+
+
+def transport_for(spec: ClusterSpec) -> Transport | None:
+    """How commands reach the nodes: SSH for a spec of servers (it has `deploy:`), the lab's
+    namespaces when that lab runs, else None (probes over the network only)."""
+    if spec.deploy is not None:
+        import atexit
+
+        from pgha.transport.ssh import SshTransport
+
+        ssh = SshTransport(spec)
+        atexit.register(ssh.close)
+        return ssh
+    from pgha.lab.control import Lab
+
+    lab = Lab(spec)
+    return lab.transport if lab.transport.supervisor.is_running() else None
+
+
+def require_transport(spec: ClusterSpec) -> Transport:
+    """A transport that can inject faults and read logs: the servers' SSH, or a running lab."""
+    t = transport_for(spec)
+    if t is None:
+        from pgha.lab.control import Lab
+
+        Lab(spec).require_running()  # raises the lab's own message
+        raise AssertionError("unreachable")
+    return t

@@ -5,11 +5,10 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from pgha.cli.common import cli, format_option, load_spec, spec_option
+from pgha.cli.common import cli, format_option, load_spec, require_transport, spec_option
 from pgha.cli.output import emit, err
 from pgha.doctor import Report, diagnose
 from pgha.errors import CheckFailed
-from pgha.lab.control import Lab
 from pgha.probe import Credentials
 
 
@@ -35,9 +34,7 @@ def print_report(report: Report, fmt: str) -> None:
 def doctor_cmd(spec_path: str | None, fmt: str) -> None:
     """Diagnose the seed's common problems: problem -> evidence -> fix; exit 3 if any is found."""
     spec = load_spec(spec_path, lab_fallback=True)
-    lab = Lab(spec)
-    lab.require_running()
-    report = diagnose(spec, Credentials.of(spec), lab.transport)
+    report = diagnose(spec, Credentials.of(spec), require_transport(spec))
     print_report(report, fmt)
     if not report.healthy:
         raise CheckFailed(f"{len(report.findings)} problem(s) found", hint="apply the fixes above, then run "

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import click
 
-from pgha.cli.common import cli, format_option, load_spec, spec_option
+from pgha.cli.common import cli, format_option, load_spec, require_transport, spec_option
 from pgha.cli.output import emit, err, table
 from pgha.drill import report
 from pgha.drill.runner import DrillRunner, scenario
 from pgha.drill.scenarios import SCENARIOS
 from pgha.errors import CheckFailed
-from pgha.lab.control import Lab
 from pgha.probe import Credentials
 
 
@@ -27,9 +26,7 @@ from pgha.probe import Credentials
 def drill(spec_path: str | None, fmt: str, name: str, repeat: int, sync: bool, report_dir: str | None) -> None:
     """Inject a fault under load and measure outage, lost writes, split brain and recovery."""
     spec = load_spec(spec_path, lab_fallback=True)
-    lab = Lab(spec)
-    lab.require_running()
-    runner = DrillRunner(spec, lab.transport, Credentials.of(spec), say=lambda m: err.print(f"[dim]{m}[/]"))
+    runner = DrillRunner(spec, require_transport(spec), Credentials.of(spec), say=lambda m: err.print(f"[dim]{m}[/]"))
     chosen = scenario(name)
     results = []
     for i in range(repeat):

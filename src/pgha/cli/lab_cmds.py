@@ -6,7 +6,7 @@ import time
 
 import click
 
-from pgha.cli.common import cli, format_option, load_spec, spec_option
+from pgha.cli.common import cli, format_option, load_spec, spec_option, transport_for
 from pgha.cli.output import ConsoleReporter, emit, err, table
 from pgha.errors import CheckFailed, UsageError
 from pgha.lab.control import FAULT_SERVICES, Lab
@@ -155,8 +155,11 @@ def lab_heal(spec_path: str | None, node: str) -> None:
 def verify_cmd(spec_path: str | None, fmt: str) -> None:
     """The seed's section 12 checks plus TLS properties; exit 0 only if all pass."""
     spec = load_spec(spec_path, lab_fallback=True)
-    the_lab = Lab(spec)
-    run_verify(spec, fmt, the_lab if the_lab.transport.supervisor.is_running() else None)
+    report = verify(spec, Credentials.of(spec), transport_for(spec))
+    print_report(report, fmt)
+    if not report.passed:
+        failed = [c.name for c in report.checks if not c.passed]
+        raise CheckFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
 
 
 @cli.command("dsn")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import yaml
 
-from pgha.cli.common import cli, format_option, load_spec, spec_option
+from pgha.cli.common import cli, format_option, load_spec, spec_option, transport_for
 from pgha.cli.output import emit, err, table
 from pgha.lab.control import Lab
 from pgha.ops import Operations, parse_assignments
@@ -22,8 +22,7 @@ from pgha.spec import ClusterSpec
 
 def _ops(spec_path: str | None) -> Operations:
     spec = load_spec(spec_path, lab_fallback=True)
-    lab = Lab(spec)
-    return Operations(spec, Credentials.of(spec), lab.transport if lab.transport.supervisor.is_running() else None)
+    return Operations(spec, Credentials.of(spec), transport_for(spec))
 
 
 def status_data(spec: ClusterSpec, snap: ClusterSnapshot) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""pgha deploy, pgha bundle build: the cluster on real servers over SSH + systemd."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from rich.markup import escape
+
+from pgha.cli.common import cli, format_option, load_spec, spec_option
+from pgha.cli.lab_cmds import print_report
+from pgha.cli.output import ConsoleReporter, emit, err, out, table
+from pgha.deploy import DeployResult, deploy
+from pgha.deploy import bundle as bundle_mod
+from pgha.errors import CheckFailed
+
+
+def print_result(result: DeployResult, fmt: str) -> None:
+    if fmt != "pretty":
+        emit(result.as_dict(), fmt)
+        return
+    if not result.changes:
+        out.print(f"no changes ({result.seconds:.1f} s)")
+    else:
+        verb = "would change" if result.dry_run else "changed"
+        out.print(table(f"pgha deploy: {len(result.changes)} {verb} ({result.seconds:.1f} s)",
+                        ["node", "kind", "what"], [(c.node, c.kind, escape(c.what)) for c in result.changes]))
+        for c in result.changes:
+            if c.diff:
+                out.print(escape(c.diff), markup=False)
+    if result.verify:
+        print_report(result.verify, fmt)
+
+
+@cli.command("deploy")
+@spec_option
+@format_option
+@click.option("--dry-run", is_flag=True, help="Print what would change (files as diffs) and change nothing.")
+@click.option("--limit", "limit", multiple=True, metavar="NODE", help="Only these nodes (repeatable).")
+@click.option("--no-verify", is_flag=True, help="Skip the final `pgha verify`.")
+def deploy_cmd(spec_path: str | None, fmt: str, dry_run: bool, limit: tuple[str, ...], no_verify: bool) -> None:
+    """Install and start the cluster on the spec's servers (SSH + systemd); re-runnable without harm."""
+    spec = load_spec(spec_path)
+    t0 = time.monotonic()
+    result = deploy(spec, dry_run=dry_run, limit=limit, check=not no_verify and not dry_run,
+                    reporter=ConsoleReporter())
+    err.print(f"deploy {'(dry run) ' if dry_run else ''}done in {time.monotonic() - t0:.1f} s")
+    print_result(result, fmt)
+    if result.verify and not result.verify.passed:
+        failed = [c.name for c in result.verify.checks if not c.passed]
+        raise CheckFailed(f"deployed, but {len(failed)} verify check(s) failed: {', '.join(failed)}")
+
+
+@cli.group("bundle")
+def bundle_group() -> None:
+    """The offline package bundle for servers without internet access (deploy.packages: bundle)."""
+
+
+@bundle_group.command("build")
+@spec_option
+@click.option("--distro", default=None, help="The servers' release (checked against this machine's).")
+@click.option("--force", is_flag=True, help="Rebuild even if the bundle exists.")
+def bundle_build(spec_path: str | None, distro: str | None, force: bool) -> None:
+    """Download the .debs with their dependencies and Patroni's wheels into the bundle directory."""
+    spec = load_spec(spec_path)
+    t0 = time.monotonic()
+    b = bundle_mod.build(spec, distro, force=force)
+    sizes = ", ".join(f"{r} {b.tar(r).stat().st_size / 1e6:.0f} MB" for r in bundle_mod.ROLES if b.tar(r).exists())
+    err.print(f"bundle {b.dir} ({sizes}) ready in {time.monotonic() - t0:.1f} s")

@@ -1,0 +1,162 @@
+"""`pgha bundle build`: everything the servers install, fetched on the operator's machine, so that
+servers without internet access can be deployed (``deploy.packages: bundle``).
+
+The bundle directory holds:
+
+    debs/        the .debs of every role's packages with all their dependencies (resolved against an
+                 empty system, so it installs on a minimal server)
+    wheels/      Patroni and its dependencies as wheels (sdists built into wheels here)
+    <role>.tar   what one role's servers get (postgres, haproxy), streamed over SSH: its own .debs
+                 with a flat-repository ``Packages`` index (read by the server's apt through a file:
+                 source), the wheels for the postgres role, and MANIFEST / MANIFEST.id (the sha256 of
+                 MANIFEST: a server holding the same id needs nothing shipped)
+
+It is built for the release of the operator's machine (its apt lists and its Python): build it on a
+machine of the servers' Debian release (``--distro`` is checked, not cross-resolved).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgha.deploy.packages import all_packages, packages_for
+from pgha.errors import MissingPrerequisite, PghaError, UsageError
+from pgha.spec import ClusterSpec
+
+ROLES = ("postgres", "haproxy")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    dir: Path
+
+    def tar(self, role: str) -> Path:
+        return self.dir / f"{role}.tar"
+
+    def manifest_id(self, role: str) -> str:
+        return (self.dir / f"{role}.id").read_text().strip()
+
+    def exists(self) -> bool:
+        return all(self.tar(r).exists() and (self.dir / f"{r}.id").exists() for r in ROLES)
+
+
+def host_codename() -> str:
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip('"')
+    return "unknown"
+
+
+def _run(argv: list[str], what: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        raise PghaError(f"bundle: {what} failed (exit {proc.returncode})",
+                        details=(proc.stdout[-2000:] + proc.stderr[-2000:]).strip())
+    return proc
+
+
+def _download_debs(packages: tuple[str, ...], dest: Path) -> None:
+    """The packages and their whole dependency closure, as if nothing were installed."""
+    with tempfile.TemporaryDirectory(prefix="pgha-bundle-") as tmp:
+        status = Path(tmp) / "status"
+        status.write_text("")
+        (dest / "partial").mkdir(parents=True, exist_ok=True)
+        _run(["apt-get", "-q", "-y", "--no-install-recommends", "--download-only",
+              "-o", f"Dir::State::status={status}", "-o", f"Dir::Cache::archives={dest}",
+              "-o", "Debug::NoLocking=1", "-o", "APT::Get::AllowUnauthenticated=false",
+              "install", *packages], "apt-get --download-only (run `apt-get update` first?)")
+        shutil.rmtree(dest / "partial", ignore_errors=True)
+        (dest / "lock").unlink(missing_ok=True)
+
+
+def _closure(packages: tuple[str, ...]) -> set[str]:
+    """The file names of the .debs apt would install on an empty system for these packages."""
+    with tempfile.TemporaryDirectory(prefix="pgha-bundle-") as tmp:
+        status = Path(tmp) / "status"
+        status.write_text("")
+        (Path(tmp) / "archives" / "partial").mkdir(parents=True)
+        # An empty archive cache too: apt leaves out what it finds already downloaded.
+        out = _run(["apt-get", "-qq", "--print-uris", "--no-install-recommends", "-o", f"Dir::State::status={status}",
+                    "-o", f"Dir::Cache::archives={tmp}/archives", "-o", "Debug::NoLocking=1", "install", *packages],
+                   "apt-get --print-uris").stdout
+    return {line.split()[1] for line in out.splitlines() if line.startswith("'")}
+
+
+def _packages_index(debs: Path, names: set[str]) -> str:
+    """A flat repository's ``Packages`` (what dpkg-scanpackages writes), with dpkg-deb only."""
+    paragraphs = []
+    for name in sorted(names):
+        deb = debs / name
+        control = _run(["dpkg-deb", "-f", str(deb)], f"reading {deb.name}").stdout.rstrip("\n")
+        digest = hashlib.sha256(deb.read_bytes()).hexdigest()
+        paragraphs.append(f"{control}\nFilename: ./{deb.name}\nSize: {deb.stat().st_size}\nSHA256: {digest}\n")
+    return "\n".join(paragraphs)
+
+
+def _wheels(requirement: str, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--use-pep517", "--disable-pip-version-check", "-w", str(dest),
+          requirement], f"pip wheel {requirement}")
+
+
+def _role_tar(root: Path, role: str, debs: set[str], with_wheels: bool) -> None:
+    """One role's tar: its .debs and index, the wheels if it runs Patroni, a manifest and its id."""
+    files: dict[str, Path] = {f"debs/{n}": root / "debs" / n for n in debs}
+    if with_wheels:
+        files.update({f"wheels/{p.name}": p for p in (root / "wheels").iterdir()})
+    index = _packages_index(root / "debs", debs).encode()
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {name}" for name, p in sorted(files.items())]
+    lines.append(f"{hashlib.sha256(index).hexdigest()}  debs/Packages")
+    manifest = ("\n".join(lines) + "\n").encode()
+    ident = hashlib.sha256(manifest).hexdigest()
+    tmp = root / f"{role}.tar.tmp"
+    with tarfile.open(tmp, "w") as tar:
+        for name, p in sorted(files.items()):
+            tar.add(p, arcname=name)
+        for name, data in (("debs/Packages", index), ("MANIFEST", manifest), ("MANIFEST.id", ident.encode())):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp, root / f"{role}.tar")
+    (root / f"{role}.id").write_text(ident + "\n")
+
+
+def build(spec: ClusterSpec, distro: str | None = None, *, force: bool = False) -> Bundle:
+    """Download the .debs (with dependencies) and Patroni's wheels into the spec's bundle directory."""
+    if spec.deploy is None:
+        raise UsageError("the spec has no `deploy:` section (a cluster of servers)",
+                         hint="add `deploy: {packages: bundle}` to the spec")
+    here = host_codename()
+    if distro and distro != here:
+        raise UsageError(f"--distro {distro}: this machine runs {here}; the bundle is resolved with its apt",
+                         hint=f"build it on a {distro} machine (or container) and copy the directory")
+    for tool in ("apt-get", "dpkg-deb", "tar"):
+        if shutil.which(tool) is None:
+            raise MissingPrerequisite(f"`pgha bundle build` needs {tool} (a Debian/Ubuntu machine)")
+    bundle = Bundle(spec.bundle_dir)
+    if bundle.exists() and not force:
+        return bundle
+    bundle.dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("debs", "wheels"):
+        shutil.rmtree(bundle.dir / sub, ignore_errors=True)
+    _download_debs(all_packages(spec), bundle.dir / "debs")
+    _wheels(spec.deploy.patroni, bundle.dir / "wheels")
+    for role in ROLES:
+        nodes = [n for n in spec.nodes if n.role.value == role]
+        if not nodes:
+            continue
+        names = _closure(packages_for(spec, nodes[0]))
+        missing = sorted(n for n in names if not (bundle.dir / "debs" / n).exists())
+        if missing:
+            raise PghaError(f"bundle: apt resolved {', '.join(missing[:5])} but did not download it")
+        _role_tar(bundle.dir, role, names, with_wheels=role == "postgres")
+    return bundle

@@ -1,0 +1,128 @@
+"""What each server needs installed (seed sections 3, 4, 5 step 6, 7), how to tell it is there, and
+how to install it: from the server's own apt and PyPI (``online``) or from the offline bundle shipped
+over SSH (``bundle``, for air-gapped servers; see :mod:`pgha.deploy.bundle`).
+
+The distribution's daemons never start on their own during the install (a ``policy-rc.d`` that
+refuses them, as Debian's tools honour): a default etcd, PostgreSQL cluster or HAProxy would hold
+the ports pgha's units need. No ``main`` PostgreSQL cluster is created (``createcluster.conf``) and
+the distribution's ``postgresql`` unit is disabled: Patroni manages PostgreSQL (seed section 3 step 2).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from pgha.errors import PghaError
+from pgha.spec import ClusterSpec, Node
+from pgha.transport.ssh import SshTransport
+
+REMOTE_BUNDLE = "/var/cache/pgha/bundle"
+"""Where the bundle lands on a server (a flat apt repository + wheels/)."""
+
+
+def packages_for(spec: ClusterSpec, node: Node) -> tuple[str, ...]:
+    """The Debian packages of one server's role."""
+    common = ("acl", "procps", "tzdata", "iproute2")
+    if node.is_postgres:
+        v = spec.postgresql.version
+        return (f"postgresql-{v}", f"postgresql-client-{v}", "etcd-server", "etcd-client", "python3-venv",
+                *common)
+    return ("haproxy", "keepalived", *common)
+
+
+def all_packages(spec: ClusterSpec) -> tuple[str, ...]:
+    return tuple(sorted({p for n in spec.nodes for p in packages_for(spec, n)}))
+
+
+@dataclass(frozen=True)
+class PackageFacts:
+    node: str
+    missing: tuple[str, ...]
+    patroni_ok: bool
+    """Patroni importable by ``postgres`` from the virtualenv (always True on HAProxy nodes)."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and self.patroni_ok
+
+
+def facts(t: SshTransport, node: Node) -> PackageFacts:
+    """Which packages are missing, and whether Patroni's virtualenv works for ``postgres`` (one command)."""
+    pkgs = packages_for(t.spec, node)
+    venv = t.spec.paths.patroni_venv
+    script = ("for p in " + " ".join(pkgs) + "; do dpkg-query -W -f='${Status}\\n' $p 2>/dev/null | "
+              "grep -q 'install ok installed' || echo missing $p; done\n")
+    if node.is_postgres:
+        script += (f"id -u postgres >/dev/null 2>&1 && runuser -u postgres -- {venv}/bin/python -c "
+                   "'import patroni, psycopg, etcd' 2>/dev/null && echo patroni-ok\n")
+    res = t.shell(node, script, timeout=60)
+    missing = tuple(line.split()[1] for line in res.stdout.splitlines() if line.startswith("missing "))
+    return PackageFacts(node.name, missing, not node.is_postgres or "patroni-ok" in res.stdout)
+
+
+_NO_DAEMONS = "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d"
+_PG_NO_MAIN = ("mkdir -p /etc/postgresql-common && "
+               "(grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf || "
+               "echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf)")
+_APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends"
+
+
+def _bundle_apt_options() -> str:
+    return (f"-o Dir::Etc::SourceList={REMOTE_BUNDLE}/pgha-bundle.list -o Dir::Etc::SourceParts=/nonexistent "
+            "-o APT::Get::List-Cleanup=0")
+
+
+def ship_bundle(t: SshTransport, node: Node, tar_bytes: bytes, manifest_id: str) -> bool:
+    """Send the bundle (a tar stream over the SSH session) unless the server has this very one."""
+    have = t.read_file(node, f"{REMOTE_BUNDLE}/MANIFEST.id")
+    if have is not None and have.decode().strip() == manifest_id:
+        return False
+    script = (f"rm -rf {REMOTE_BUNDLE}.new && mkdir -p {REMOTE_BUNDLE}.new && tar -x -C {REMOTE_BUNDLE}.new && "
+              f"rm -rf {REMOTE_BUNDLE} && mv {REMOTE_BUNDLE}.new {REMOTE_BUNDLE} && "
+              f"echo 'deb [trusted=yes] file:{REMOTE_BUNDLE}/debs ./' > {REMOTE_BUNDLE}/pgha-bundle.list")
+    res = t.shell(node, script, timeout=600, stdin=tar_bytes)
+    if not res.ok:
+        raise PghaError(f"{node.name}: shipping the package bundle failed", details=res.stderr.strip()[-2000:])
+    return True
+
+
+def install(t: SshTransport, node: Node, have: PackageFacts) -> list[str]:
+    """Install what ``have`` says is missing; returns what was done, for the report."""
+    spec = t.spec
+    assert spec.deploy is not None
+    done: list[str] = []
+    offline = spec.deploy.packages == "bundle"
+    if have.missing:
+        pkgs = " ".join(have.missing)
+        if offline:
+            apt = f"{_APT} {_bundle_apt_options()}"
+            update = f"{apt} update -qq"
+        else:
+            apt, update = _APT, f"{_APT} update -qq"
+        script = (f"set -e\n{_NO_DAEMONS}\ntrap 'rm -f /usr/sbin/policy-rc.d' EXIT\n{_PG_NO_MAIN}\n"
+                  f"{update}\n{apt} install {pkgs}\n")
+        if node.is_postgres:
+            script += "systemctl disable --quiet postgresql 2>/dev/null || true\n"
+        res = t.shell(node, script, timeout=900)
+        if not res.ok:
+            raise PghaError(f"{node.name}: installing {pkgs} failed",
+                            details=(res.stdout[-1500:] + res.stderr[-1500:]).strip(),
+                            hint="online: can the server reach its apt mirror? bundle: was it built for this "
+                                 "release (`pgha bundle build`)?")
+        done.append(f"installed {pkgs}")
+    if not have.patroni_ok:
+        venv = spec.paths.patroni_venv
+        req = shlex.quote(spec.deploy.patroni)
+        source = f"--no-index --find-links {REMOTE_BUNDLE}/wheels" if offline else ""
+        script = (f"set -e\nmkdir -p $(dirname {venv})\n/usr/bin/python3 -m venv {venv}\n"
+                  f"{venv}/bin/pip install -q --disable-pip-version-check {source} {req}\n"
+                  f"chmod -R a+rX {venv}\n"
+                  f"runuser -u postgres -- {venv}/bin/python -c 'import patroni, psycopg, etcd'\n")
+        res = t.shell(node, script, timeout=600)
+        if not res.ok:
+            raise PghaError(f"{node.name}: building Patroni's virtualenv in {venv} failed",
+                            details=(res.stdout[-1500:] + res.stderr[-1500:]).strip())
+        done.append(f"Patroni virtualenv {venv}")
+    return done
+

@@ -1,0 +1,348 @@
+"""`pgha deploy`: plan, diff, then apply — to servers over SSH, services through systemd.
+
+    facts     per server, in parallel: missing packages, Patroni's virtualenv, time zone, services
+    plan      the lab's NodePlan of every server (etcd ``existing`` once its cluster has formed)
+    diff      the files and directories that differ (content, owner, mode, ACL), packages to install,
+              services to start, restart or reload — what ``--dry-run`` prints, changing nothing
+    apply     packages (apt or the shipped bundle), time zone, users, files, units; then either the
+              seed's bring-up through the :class:`~pgha.orchestrate.Orchestrator` (a new cluster) or
+              only the reactions the changed files need: etcd restarted one member at a time, Patroni
+              and HAProxy reloaded, services that are down started in the seed's order
+    verify    `pgha verify`
+
+A second run finds nothing to do and says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pgha.deploy import packages
+from pgha.deploy.bundle import ROLES, Bundle
+from pgha.errors import UsageError
+from pgha.layout import StateLayout
+from pgha.orchestrate import Orchestrator, Reporter
+from pgha.pki import ensure_pki
+from pgha.plan import CertFiles, FileEntry, NodePlan, build
+from pgha.probe import Credentials
+from pgha.render.etcd import ClusterState
+from pgha.secrets import ensure_secrets
+from pgha.spec import ClusterSpec, Node
+from pgha.transport.base import ServiceState
+from pgha.transport.ssh import FileChange, SshTransport
+from pgha.verify import Report, verify
+
+SERVICE_ORDER = ("etcd", "patroni", "haproxy", "keepalived")
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    node: Node
+    packages: packages.PackageFacts
+    timezone: str
+    services: dict[str, ServiceState]
+    etcd_formed: bool
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between a server and its plan (or one action taken to remove it)."""
+
+    node: str
+    kind: str
+    """packages | timezone | file | dir | start | restart | reload | daemon-reload"""
+    what: str
+    diff: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"node": self.node, "kind": self.kind, "what": self.what, "diff": self.diff}
+
+
+@dataclass
+class DeployResult:
+    dry_run: bool
+    changes: list[Change] = field(default_factory=list)
+    seconds: float = 0.0
+    verify: Report | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "changed": self.changed, "seconds": round(self.seconds, 1),
+                "changes": [c.as_dict() for c in self.changes],
+                "verify": self.verify.as_dict() if self.verify else None}
+
+
+SECRET_LINE = re.compile(r"(?i)^(?!\s*password_encryption)(\s*[-\w.]*(password|auth_pass|secret)[-\w.]*\s*[:=]?\s*).+$")
+
+
+def _masked(text: str) -> list[str]:
+    """Lines with passwords shown as ``***``: a diff must not print them."""
+    return [SECRET_LINE.sub(r"\1***", line) + "\n" for line in text.splitlines()]
+
+
+def file_diff(change: FileChange, new: bytes | None) -> str:
+    """A unified diff of a changed text file, passwords masked; keys and binary files are not shown."""
+    if new is None or "content" not in change.changes:
+        return ""
+    if change.path.endswith((".key", ".pem", ".crt")):
+        return "(certificate or key differs; not shown)"
+    try:
+        old_lines, new_lines = _masked((change.old or b"").decode()), _masked(new.decode())
+    except UnicodeDecodeError:
+        return "(binary content differs)"
+    if old_lines == new_lines:
+        return "(only a password differs; not shown)"
+    return "".join(difflib.unified_diff(old_lines, new_lines, f"{change.node}:{change.path}",
+                                        f"{change.node}:{change.path} (planned)"))
+
+
+def reactions(node: Node, plan: NodePlan, changed: list[str]) -> list[tuple[str, str, str]]:
+    """What a changed file needs on a running server: (action, service, because) — never more."""
+    lay = plan.layout
+    units = {f"/etc/systemd/system/{s}.service" for s in SERVICE_ORDER}
+    dropins = {f"/etc/systemd/system/{s}.service.d/pgha.conf" for s in SERVICE_ORDER}
+    out: list[tuple[str, str, str]] = []
+
+    def add(action: str, service: str, path: str) -> None:
+        if not any(a == action and s == service for a, s, _ in out):
+            out.append((action, service, path))
+
+    for path in changed:
+        if path in units or path in dropins:
+            add("daemon-reload", "", path)
+        if node.is_postgres:
+            if path in (lay.etcd_env, lay.etcd_crt, lay.etcd_key, lay.ca_crt, "/etc/systemd/system/etcd.service"):
+                add("restart", "etcd", path)
+            if path in (lay.patroni_config, lay.server_crt, lay.server_key, lay.server_pem, lay.ca_crt,
+                        lay.client_crt, lay.client_key):
+                add("reload", "patroni", path)
+            if path == "/etc/systemd/system/patroni.service":
+                add("restart", "patroni", path)
+        else:
+            if path in (lay.haproxy_cfg, lay.haproxy_ca):
+                add("reload", "haproxy", path)
+            if path in (lay.keepalived_conf, lay.keepalived_check):
+                add("reload", "keepalived", path)
+    return out
+
+
+class Deployer:
+    """One `pgha deploy` run."""
+
+    def __init__(self, spec: ClusterSpec, transport: SshTransport, reporter: Reporter | None = None,
+                 limit: tuple[str, ...] = ()) -> None:
+        if spec.deploy is None:
+            raise UsageError("the spec has no `deploy:` section: it describes the lab, not servers",
+                             hint="add `deploy:` (packages, ssh) to deploy to servers; see `pgha spec schema`")
+        self.spec, self.t = spec, transport
+        self.reporter = reporter or Reporter()
+        self.state = StateLayout(spec.state_dir)
+        self.selected = tuple(spec.node(n) for n in limit) if limit else spec.nodes
+        self.orch = Orchestrator(spec, transport, self.reporter)
+
+    # -- facts and plan ------------------------------------------------------------------------
+    def facts(self) -> dict[str, NodeFacts]:
+        def one(node: Node) -> NodeFacts:
+            pf = packages.facts(self.t, node)
+            tz = self.t.shell(node, "readlink /etc/localtime | sed 's|.*/zoneinfo/||'").stdout.strip()
+            states = self.t.service_states(node, self.t.services_of(node))
+            formed = node.is_postgres and self.t.run(
+                node, ["test", "-d", f"{self.spec.paths.etcd_data}/member"]).ok
+            return NodeFacts(node, pf, tz, states, formed)
+
+        return {f.node.name: f for f in self.t.parallel(self.selected, one)}
+
+    def plans(self, etcd_state: ClusterState) -> dict[str, NodePlan]:
+        """The lab's plans, plus what only a server needs: its run directory back after a reboot."""
+        ensure_pki(self.spec, self.state)
+        secrets = ensure_secrets(self.state)
+        plans = {}
+        for n in self.spec.nodes:
+            plan = build(self.spec, n, CertFiles.load(self.state, self.spec, n), secrets, etcd_state=etcd_state)
+            tmpfiles = FileEntry("/etc/tmpfiles.d/pgha.conf",
+                                 f"# Generated by pgha: {plan.layout.run_dir} is on tmpfs, gone after a reboot.\n"
+                                 f"d {plan.layout.run_dir} 0755 root root -\n".encode())
+            plans[n.name] = replace(plan, files=(*plan.files, tmpfiles))
+        return plans
+
+    def etcd_state(self, facts: dict[str, NodeFacts]) -> ClusterState:
+        pg = [f for f in facts.values() if f.node.is_postgres]
+        return "existing" if pg and all(f.etcd_formed for f in pg) else "new"
+
+    # -- the diff --------------------------------------------------------------------------------
+    def diff(self, facts: dict[str, NodeFacts], plans: dict[str, NodePlan]) -> tuple[list[Change],
+                                                                                   dict[str, list[str]]]:
+        """Everything that differs, and per node the paths that do (for the reactions)."""
+        changes: list[Change] = []
+        tz = self.spec.deploy.timezone if self.spec.deploy else None
+
+        def one(node: Node) -> list[FileChange]:
+            plan = plans[node.name]
+            return self.t.sync_entries(node, [*plan.dirs, *plan.files], check=True)
+
+        file_changes = dict(zip([n.name for n in self.selected], self.t.parallel(self.selected, one), strict=True))
+        paths: dict[str, list[str]] = {}
+        for node in self.selected:
+            f = facts[node.name]
+            if f.packages.missing:
+                changes.append(Change(node.name, "packages", "install " + " ".join(f.packages.missing)))
+            if not f.packages.patroni_ok:
+                changes.append(Change(node.name, "packages", f"Patroni virtualenv {self.spec.paths.patroni_venv}"))
+            if tz and f.timezone != tz:
+                changes.append(Change(node.name, "timezone", f"{f.timezone or 'unset'} -> {tz}"))
+            plan = plans[node.name]
+            contents = {e.path: e.content for e in plan.files}
+            for c in file_changes[node.name]:
+                kind = "file" if c.path in contents else "dir"
+                changes.append(Change(node.name, kind, f"{c.path} ({', '.join(c.changes)})",
+                                      file_diff(c, contents.get(c.path))))
+            paths[node.name] = [c.path for c in file_changes[node.name]]
+        return changes, paths
+
+    def service_changes(self, facts: dict[str, NodeFacts], plans: dict[str, NodePlan],
+                        paths: dict[str, list[str]]) -> list[Change]:
+        out = []
+        for node in self.selected:
+            f = facts[node.name]
+            down = [s for s in self.t.services_of(node) if not f.services[s].running]
+            for action, service, because in reactions(node, plans[node.name], paths[node.name]):
+                if action == "daemon-reload":
+                    out.append(Change(node.name, action, f"systemd units ({because})"))
+                elif service not in down:
+                    out.append(Change(node.name, action, f"{service} ({because} changed)"))
+            out += [Change(node.name, "start", s) for s in down]
+        return out
+
+    # -- apply -----------------------------------------------------------------------------------
+    def run(self, dry_run: bool = False, check: bool = True) -> DeployResult:
+        t0 = time.monotonic()
+        result = DeployResult(dry_run)
+        with self.orch.step("facts from the servers (SSH)"):
+            facts = self.facts()
+            plans = self.plans(self.etcd_state(facts))
+            file_diffs, paths = self.diff(facts, plans)
+            result.changes = file_diffs + self.service_changes(facts, plans, paths)
+        if dry_run or not result.changes:
+            result.seconds = time.monotonic() - t0
+            if check and not dry_run:
+                result.verify = self.verify()
+            return result
+        fresh = not any(s.running for f in facts.values() for s in f.services.values())
+        if fresh and len(self.selected) != len(self.spec.nodes):
+            raise UsageError("nothing runs yet: the first deployment needs every node (drop --limit)")
+        self.install(facts)
+        with self.orch.step("users, certificates, configs and units"):
+            self.t.parallel(self.selected, lambda n: self.t.apply(plans[n.name]))
+            self.t.install_services([plans[n.name] for n in self.selected])
+        if fresh:
+            self.orch.start_etcd()
+            self.orch.start_patroni()
+            self.orch.set_etcd_state("existing")
+            self.orch.start_proxies()
+        else:
+            self.converge(facts, plans, paths)
+        result.seconds = time.monotonic() - t0
+        if check:
+            result.verify = self.verify()
+        return result
+
+    def install(self, facts: dict[str, NodeFacts]) -> None:
+        assert self.spec.deploy is not None
+        need = [f for f in facts.values() if not f.packages.complete]
+        tz = self.spec.deploy.timezone
+        if need:
+            with self.orch.step(f"packages on {', '.join(f.node.name for f in need)} ({self.spec.deploy.packages})"):
+                tars: dict[str, tuple[bytes, str]] = {}
+                if self.spec.deploy.packages == "bundle":
+                    bundle = Bundle(self.spec.bundle_dir)
+                    if not bundle.exists():
+                        raise UsageError(f"no package bundle in {bundle.dir}", hint="build it: pgha bundle build")
+                    tars = {r: (bundle.tar(r).read_bytes(), bundle.manifest_id(r)) for r in ROLES}
+
+                def one(f: NodeFacts) -> None:
+                    if tars:
+                        packages.ship_bundle(self.t, f.node, *tars[f.node.role.value])
+                    packages.install(self.t, f.node, f.packages)
+
+                self.t.parallel(need, one)
+        if tz:
+            wrong = [f.node for f in facts.values() if f.timezone != tz]
+            if wrong:
+                with self.orch.step(f"time zone {tz}"):
+                    self.t.parallel(wrong, lambda n: self.t.check(
+                        n, ["sh", "-c", 'test -e /usr/share/zoneinfo/"$1" && ln -sf /usr/share/zoneinfo/"$1" '
+                                        '/etc/localtime && echo "$1" > /etc/timezone', "-", tz], f"time zone {tz}"))
+
+    def converge(self, facts: dict[str, NodeFacts], plans: dict[str, NodePlan], paths: dict[str, list[str]]) -> None:
+        """A running cluster: only what the changes need, in the seed's order, one etcd at a time."""
+        o = self.orch
+        todo = {n.name: reactions(n, plans[n.name], paths[n.name]) for n in self.selected}
+        for node in self.selected:
+            if any(a == "daemon-reload" for a, _, _ in todo[node.name]):
+                self.t.check(node, ["systemctl", "daemon-reload"], "systemctl daemon-reload")
+        down = {n.name: [s for s in self.t.services_of(n) if not facts[n.name].services[s].running]
+                for n in self.selected}
+        pg = [n for n in self.selected if n.is_postgres]
+        ha = [n for n in self.selected if n.is_haproxy]
+        for node in pg:
+            if ("restart", "etcd") in [(a, s) for a, s, _ in todo[node.name]] and "etcd" not in down[node.name]:
+                with o.step(f"restart etcd on {node.name}"):
+                    self.t.restart(node, "etcd")
+                    o.wait(f"restart etcd on {node.name}", o.etcd_healthy, 60, "etcd", (node,))
+        starting = [n for n in pg if "etcd" in down[n.name]]
+        if starting:
+            with o.step(f"start etcd on {', '.join(n.name for n in starting)}"):
+                for n in starting:
+                    self.t.start(n, "etcd")
+                o.wait("etcd health", o.etcd_healthy, 60, "etcd", tuple(starting))
+        for node in pg:
+            for action, service, _ in todo[node.name]:
+                if service == "patroni" and "patroni" not in down[node.name]:
+                    with o.step(f"{action} Patroni on {node.name}"):
+                        (self.t.reload if action == "reload" else self.t.restart)(node, "patroni")
+        starting = [n for n in pg if "patroni" in down[n.name]]
+        if starting or any(s == "patroni" and a == "restart" for n in pg for a, s, _ in todo[n.name]):
+            name = f"Patroni on {', '.join(n.name for n in starting) or 'the restarted nodes'}, wait for streaming"
+            with o.step(name):
+                for n in starting:
+                    self.t.start(n, "patroni")
+                o.wait(name, lambda: o.replicas_streaming(len(self.spec.postgres_nodes) - 1), 120, "patroni",
+                       tuple(starting))
+        for service in ("haproxy", "keepalived"):
+            for node in ha:
+                if service in down[node.name]:
+                    continue
+                for _action, s, _ in todo[node.name]:
+                    if s == service:
+                        with o.step(f"reload {service} on {node.name}"):
+                            self.t.reload(node, service)
+        starting = [n for n in ha if "haproxy" in down[n.name]]
+        if starting:
+            with o.step(f"start HAProxy on {', '.join(n.name for n in starting)}"):
+                for n in starting:
+                    self.t.start(n, "haproxy")
+                o.wait("HAProxy routes", o.haproxy_routes_to_leader, 30, "haproxy", tuple(starting))
+        starting = [n for n in ha if "keepalived" in down[n.name]]
+        if starting:
+            with o.step(f"start keepalived on {', '.join(n.name for n in starting)}"):
+                for n in starting:
+                    self.t.start(n, "keepalived")
+                o.wait("the VIP answers", o.vip_answers, 30, "keepalived", tuple(starting))
+
+    def verify(self) -> Report:
+        with self.orch.step("verify"):
+            return verify(self.spec, Credentials.of(self.spec), self.t)
+
+
+def deploy(spec: ClusterSpec, *, dry_run: bool = False, limit: tuple[str, ...] = (), check: bool = True,
+           reporter: Reporter | None = None) -> DeployResult:
+    """Plan, diff and (unless ``dry_run``) apply the spec to its servers; see the module docstring."""
+    with SshTransport(spec) as t:
+        return Deployer(spec, t, reporter, limit).run(dry_run=dry_run, check=check)

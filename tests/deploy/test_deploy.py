@@ -1,0 +1,186 @@
+"""`pgha deploy` on six real Debian 12 machines (systemd-nspawn): from nothing, again (no changes),
+a dry run of a changed spec, a reload-only apply, the day-2 commands, faults through systemd and a
+drill whose fault is a power cut of the leader's machine. The tests run in file order, on one cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from pgha import spec as spec_mod
+from pgha.deploy.bundle import build as build_bundle
+from pgha.drill.runner import DrillRunner
+from pgha.drill.scenarios import DrillContext, Scenario
+from pgha.ops import Operations
+from pgha.probe import Credentials
+from pgha.spec import Node
+from pgha.transport.ssh import SshError, SshTransport
+from tests.deploy.helpers import FIGURES, changed_spec, pgha
+from tests.deploy.nspawn import Machines
+
+pytestmark = pytest.mark.deploy
+
+
+def test_bundle_build(spec_file: Path) -> None:
+    t0 = time.monotonic()
+    res = pgha("bundle", "build", "--spec", str(spec_file))
+    assert res.returncode == 0, res.stderr
+    FIGURES["bundle build (cached after the first)"] = time.monotonic() - t0
+    bundle = build_bundle(spec_mod.load(spec_file))
+    with tarfile.open(bundle.tar("postgres")) as tar:
+        names = tar.getnames()
+    assert "debs/Packages" in names and any(n.startswith("wheels/patroni-") for n in names)
+    assert any(n.startswith("debs/postgresql-15_") for n in names)
+    with tarfile.open(bundle.tar("haproxy")) as tar:
+        names = tar.getnames()
+    assert any(n.startswith("debs/haproxy_") for n in names) and not any("postgresql" in n for n in names)
+
+
+def test_unknown_host_key_is_refused(spec_file: Path, tmp_path: Path) -> None:
+    """A server whose key is neither pinned nor in known_hosts is never accepted."""
+    data = spec_mod.default_data(subnet="10.203.2.0/24", name="pgha-deploy-ci")
+    data["deploy"] = {"ssh": {"known_hosts": str(tmp_path / "empty_known_hosts"),
+                              "key_file": spec_mod.load(spec_file).deploy.ssh.key_file}}  # type: ignore[union-attr]
+    (tmp_path / "empty_known_hosts").write_text("")
+    spec = spec_mod.parse(data)
+    with SshTransport(spec) as t, pytest.raises(SshError, match="host key not trusted"):
+        t.run(spec.node("postgres-01"), ["true"])
+
+
+def test_deploy_from_nothing(spec_file: Path, machines: Machines) -> None:
+    t0 = time.monotonic()
+    res = pgha("deploy", "--spec", str(spec_file), "--format", "json")
+    FIGURES["deploy from nothing"] = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out["changed"] and out["verify"]["passed"], out["verify"]
+    # The seed's owners, modes and ACLs (section 5 step 6), the timezone (section 2), no main cluster.
+    listing = machines.ssh("postgres-01", "stat -c '%U %G %a %n' /etc/etcd/certs /etc/etcd/certs/*; "
+                                          "getfacl -cp /etc/etcd/certs/etcd-node1.key; readlink /etc/localtime; "
+                                          "ls /etc/postgresql; systemctl is-enabled postgresql etcd patroni")
+    assert "etcd etcd 750 /etc/etcd/certs" in listing  # 0700 + the postgres ACL (mask r-x)
+    assert "postgres postgres 600 /etc/etcd/certs/server.key" in listing
+    assert "user:postgres:r--" in listing
+    assert "Europe/Madrid" in listing
+    assert "disabled\nenabled\nenabled" in listing
+    runs = machines.ssh("postgres-01", "runuser -u postgres -- /opt/pgha/patroni/bin/patroni --version")
+    assert "patroni 4.1" in runs
+
+
+def test_second_deploy_reports_no_changes(spec_file: Path) -> None:
+    t0 = time.monotonic()
+    res = pgha("deploy", "--spec", str(spec_file), "--format", "json")
+    FIGURES["deploy again (no changes)"] = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert not out["changed"], out["changes"]
+    assert out["verify"]["passed"]
+
+
+def test_dry_run_shows_the_diff_and_changes_nothing(spec_file: Path, machines: Machines) -> None:
+    changed = changed_spec(spec_file, work_mem="8MB")
+    before = machines.ssh("postgres-02", "sha256sum /etc/patroni/config.yml")
+    res = pgha("deploy", "--spec", str(changed), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "+    work_mem: 8MB" in res.stdout
+    assert "reload" in res.stdout and "patroni" in res.stdout
+    assert "password: ***" in res.stdout or "password" not in res.stdout.replace("password_encryption", "")
+    assert machines.ssh("postgres-02", "sha256sum /etc/patroni/config.yml") == before
+    limited = pgha("deploy", "--spec", str(changed), "--dry-run", "--limit", "postgres-02", "--format", "json")
+    assert {c["node"] for c in json.loads(limited.stdout)["changes"]} == {"postgres-02"}
+
+
+def test_changed_config_reloads_only_patroni(spec_file: Path, machines: Machines) -> None:
+    changed = changed_spec(spec_file, work_mem="8MB")
+    pids = machines.ssh("postgres-02", "systemctl show -p MainPID --value patroni etcd")
+    res = pgha("deploy", "--spec", str(changed), "--format", "json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    kinds = {(c["kind"], c["node"]) for c in json.loads(res.stdout)["changes"]}
+    assert ("reload", "postgres-02") in kinds and not any(k == "restart" for k, _ in kinds)
+    assert machines.ssh("postgres-02", "systemctl show -p MainPID --value patroni etcd") == pids
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        shown = machines.ssh("postgres-02", "runuser -u postgres -- psql -h /var/run/postgresql -Atc 'show work_mem'")
+        if shown.strip() == "8MB":
+            break
+        time.sleep(0.5)
+    assert shown.strip() == "8MB"
+    # Back to the original spec for the next tests (another reload).
+    assert pgha("deploy", "--spec", str(spec_file), "--no-verify").returncode == 0
+
+
+def test_status_verify_and_switchover(spec_file: Path) -> None:
+    status = json.loads(pgha("status", "--spec", str(spec_file), "--format", "json").stdout)
+    assert status["leader"] and status["vip"]["holders"] and len(status["vip"]["holders"]) == 1
+    old = status["leader"]
+    res = pgha("switchover", "--spec", str(spec_file), "--force")
+    assert res.returncode == 0, res.stderr[-2000:]
+    new = json.loads(pgha("status", "--spec", str(spec_file), "--format", "json").stdout)["leader"]
+    assert new and new != old
+    res = pgha("verify", "--spec", str(spec_file), "--format", "json")
+    assert res.returncode == 0, res.stdout[-2000:]
+
+
+def test_kill_hold_keeps_a_service_down(spec_file: Path) -> None:
+    """`systemctl kill` + stop: Restart=always must not bring HAProxy back until started."""
+    spec = spec_mod.load(spec_file)
+    node = spec.node("haproxy-03")
+    with SshTransport(spec) as t:
+        t.kill(node, "haproxy", "KILL", hold=True)
+        time.sleep(2.5)  # RestartSec=1: a restart would have happened by now
+        assert not t.service_state(node, "haproxy").running
+        t.start(node, "haproxy")
+        deadline = time.monotonic() + 10
+        while not t.service_state(node, "haproxy").running and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert t.service_state(node, "haproxy").running
+        t.kill(node, "haproxy", "KILL")  # no hold: systemd restarts it
+        time.sleep(2.5)
+        assert t.service_state(node, "haproxy").running
+
+
+class PowerTransport(SshTransport):
+    """The SSH transport, plus the machine's power switch as a pseudo-service for drills."""
+
+    def __init__(self, spec: spec_mod.ClusterSpec, machines: Machines) -> None:
+        super().__init__(spec)
+        self.machines = machines
+
+    def start(self, node: Node, service: str) -> None:
+        if service == "power":
+            self.machines.power_on(node.name)
+            self.machines.wait_ssh([node.name], timeout=60)
+            return
+        super().start(node, service)
+
+
+def _power_cut(machines: Machines) -> Scenario:
+    def inject(ctx: DrillContext) -> str:
+        machines.power_cut(ctx.leader.name)
+        ctx.faulted.append((ctx.leader, "power"))
+        return f"power cut of {ctx.leader.name} (SIGKILL to its systemd-nspawn)"
+
+    return Scenario("primary-power-cut", "power cut of the leader's machine", inject, expects_failover=True, hold=3)
+
+
+def test_drill_primary_power_cut_loses_no_acknowledged_write(spec_file: Path, machines: Machines) -> None:
+    spec = spec_mod.load(spec_file)
+    creds = Credentials.of(spec)
+    with PowerTransport(spec, machines) as t:
+        ops = Operations(spec, creds, t)
+        ops.set_sync(True, False)
+        # Patroni names a synchronous standby a loop after sync mode is switched on; until then no
+        # replica may take over. Fault only once one is named.
+        ops.wait("a synchronous standby", lambda s: any(m.role == "sync_standby" for m in s.members), 30)
+        result = DrillRunner(spec, t, creds).run(_power_cut(machines), sync=True)
+    FIGURES["power-cut drill: write outage"] = result.write_outage_s or -1
+    FIGURES["power-cut drill: healthy again (old leader rejoined)"] = result.healthy_after_s or -1
+    assert result.lost_acked_writes == 0, result.as_dict()
+    assert result.split_brain_acks == 0 and not result.vip_on_two_hosts
+    assert result.new_leader and result.new_leader != result.old_leader
+    assert result.healthy_at_end, result.notes
