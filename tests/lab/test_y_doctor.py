@@ -302,3 +302,25 @@ def test_member_stuck_in_start_failed(lab: Lab) -> None:
             lab.transport.put_file(node, FileEntry(config, original, "postgres", "postgres", 0o600))
             lab.stop(node.name, "patroni")
             lab.start(node.name, "patroni")
+
+
+def test_ports_blocked_between_two_nodes(lab: Lab) -> None:
+    # A firewall between haproxy-02 and postgres-03 (a route that refuses that destination): HAProxy
+    # can no longer check or reach that PostgreSQL node, while every other node can.
+    src, dst = lab.spec.node("haproxy-02"), lab.spec.node("postgres-03")
+    block = ["ip", "route", "add", "prohibit", f"{dst.address}/32"]
+    with restored(lab):
+        try:
+            assert lab.transport.run(src, block).ok
+            blocked = f"port {lab.spec.ports.restapi} ("  # Patroni's REST API, which HAProxy checks
+
+            def named(fs: list[Finding]) -> bool:
+                return any(f.code == "net.port" and f.problem.startswith(blocked) and dst.name in f.problem
+                           and src.name in f.problem for f in fs)
+
+            found = wait_for(lab, "blocked port named", named, 20)
+            f = next(f for f in found if f.code == "net.port" and f.problem.startswith(blocked))
+            assert "reachable from" in f.evidence
+            assert f.fix.startswith(f"allow TCP {lab.spec.ports.restapi} from {src.name} to {dst.name}")
+        finally:
+            lab.transport.run(src, ["ip", "route", "del", "prohibit", f"{dst.address}/32"])
