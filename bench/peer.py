@@ -119,7 +119,6 @@ def run_pgha(profile: spec_mod.Profile, scenarios: list[str], runs: int, subnet:
         for name in scenarios:
             for i in range(runs):
                 try:
-                    sync_standby_named(runner)
                     r = runner.run(scenario(PGHA_SCENARIO[name]), sync=True)
                 except (PghaError, psycopg.Error) as exc:  # one failed drill is a figure, not the end of the run
                     say(f"[pgha {profile.value}] {name} {i + 1}/{runs}: FAILED: {exc}")
@@ -135,17 +134,6 @@ def run_pgha(profile: spec_mod.Profile, scenarios: list[str], runs: int, subnet:
     finally:
         lab.down()
     return up_s, results
-
-
-def sync_standby_named(runner: DrillRunner, timeout: float = 60) -> None:
-    """Synchronous mode on and a synchronous standby in Patroni's view before a drill: the switchover drill
-    picks its candidate from that view, and right after `sync on` Patroni names the standby a loop later."""
-    runner.prepare(sync=True)
-    deadline = time.monotonic() + timeout
-    while not any(m.role == "sync_standby" for m in runner.ops.snapshot().replicas):
-        if time.monotonic() > deadline:
-            raise PghaError(f"pgha: no synchronous standby named {timeout:g} s after synchronous mode was on")
-        time.sleep(0.5)
 
 
 # -- Part 2: pg_auto_failover -----------------------------------------------------------------------------------

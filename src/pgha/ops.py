@@ -80,12 +80,6 @@ class Operations:
         want = len(self.spec.postgres_nodes) - 1
         return sum(1 for m in snap.replicas if m.state == "streaming") == want
 
-    @staticmethod
-    def routed_to(snap: ClusterSnapshot, member: str) -> bool:
-        """Every reachable HAProxy sends primary traffic to this member, and only to it."""
-        views = [h for h in snap.haproxy if h.reachable]
-        return bool(views) and all(h.up("postgres_primary") == [member] for h in views)
-
     # -- switchover / failover ------------------------------------------------------------------
     def check_candidate(self, snap: ClusterSnapshot, name: str) -> PatroniMember:
         """The guard rails: refuse with the reason instead of letting Patroni half-do it."""
@@ -96,7 +90,7 @@ class Operations:
             raise UsageError(f"{cand.name} is not running (state {cand.state}): it cannot take over")
         if cand.tags.get("nofailover"):
             raise UsageError(f"{cand.name} is tagged nofailover: it must never be promoted")
-        sync = [m.name for m in snap.replicas if m.role == "sync_standby"]
+        sync = snap.sync_standbys
         if sync and cand.name not in sync:
             raise UsageError(f"{cand.name} is not the synchronous standby ({', '.join(sync)}): in synchronous "
                              "mode only it is guaranteed to have every acknowledged write")
@@ -123,7 +117,7 @@ class Operations:
             return f"switchover scheduled at {at}: {answer}"
         snap = self.wait("switchover", lambda s: s.leader is not None and s.leader.name != leader.name
                          and (not candidate or s.leader.name == body["candidate"]) and self.healthy(s)
-                         and self.routed_to(s, s.leader.name), timeout)
+                         and s.routes_to(s.leader.name), timeout)
         assert snap.leader is not None
         return (f"switchover done: {snap.leader.name} is the leader (HAProxy routes to it), "
                 f"{leader.name} streams from it")
@@ -137,7 +131,7 @@ class Operations:
         code, answer = api.call("POST", "/failover", {"candidate": cand.name}, timeout=timeout)
         self._expect(code, answer, "failover", (200, 202))
         self.wait("failover", lambda s: s.leader is not None and s.leader.name == cand.name
-                  and self.routed_to(s, cand.name), timeout)
+                  and s.routes_to(cand.name), timeout)
         return f"failover done: {cand.name} is the leader (HAProxy routes to it)"
 
     # -- pause / resume / restart / reload / reinit -------------------------------------------
@@ -218,8 +212,7 @@ class Operations:
             # Both PostgreSQL (pg_stat_replication) and the DCS (/sync key, shown as the sync_standby role):
             # until the key names a standby, no replica may be promoted — a crash then leaves no leader.
             states = {r[2] for r in self.lag()}
-            in_dcs = any(m.role == "sync_standby" for m in snap.members)
-            return ("sync" in states) == on and in_dcs == on
+            return ("sync" in states) == on and bool(snap.sync_standbys) == on
         self.wait("synchronous mode", reached, timeout)
         return "synchronous mode on" + (" (strict)" if strict else "") if on else "synchronous mode off"
 

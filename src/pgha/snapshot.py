@@ -39,6 +39,16 @@ class ClusterSnapshot:
         return tuple(m for m in self.members if not m.is_leader)
 
     @property
+    def sync_standbys(self) -> tuple[str, ...]:
+        """Members the DCS names synchronous standby: in synchronous mode, the only ones Patroni promotes."""
+        return tuple(m.name for m in self.members if m.role == "sync_standby")
+
+    def routes_to(self, member: str) -> bool:
+        """Every reachable HAProxy sends primary traffic to this member, and only to it."""
+        views = [h for h in self.haproxy if h.reachable]
+        return bool(views) and all(h.up("postgres_primary") == [member] for h in views)
+
+    @property
     def etcd_leader(self) -> str | None:
         return next((m.name for m in self.etcd if m.is_leader), None)
 

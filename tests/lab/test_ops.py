@@ -120,7 +120,7 @@ def test_failover_to_a_candidate_then_back(ops: Operations) -> None:
     assert "postgresql-03 is the leader" in ops.failover("postgres-03")
     snap = ops.wait("old leader streaming", ops.healthy, 90)
     assert snap.leader is not None and snap.leader.name == "postgresql-03" and snap.leader.timeline == tl + 1
-    assert ops.routed_to(snap, "postgresql-03")  # HAProxy follows before failover returns
+    assert snap.routes_to("postgresql-03")  # HAProxy follows before failover returns
     ops.switchover("postgres-01")
 
 

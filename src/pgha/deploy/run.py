@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -296,12 +297,7 @@ class Deployer:
                 with o.step(f"restart etcd on {node.name}"):
                     self.t.restart(node, "etcd")
                     o.wait(f"restart etcd on {node.name}", o.etcd_healthy, 60, "etcd", (node,))
-        starting = [n for n in pg if "etcd" in down[n.name]]
-        if starting:
-            with o.step(f"start etcd on {', '.join(n.name for n in starting)}"):
-                for n in starting:
-                    self.t.start(n, "etcd")
-                o.wait("etcd health", o.etcd_healthy, 60, "etcd", tuple(starting))
+        self._start_down([n for n in pg if "etcd" in down[n.name]], "etcd", "etcd health", o.etcd_healthy, 60)
         for node in pg:
             for action, service, _ in todo[node.name]:
                 if service == "patroni" and "patroni" not in down[node.name]:
@@ -323,18 +319,20 @@ class Deployer:
                     if s == service:
                         with o.step(f"reload {service} on {node.name}"):
                             self.t.reload(node, service)
-        starting = [n for n in ha if "haproxy" in down[n.name]]
-        if starting:
-            with o.step(f"start HAProxy on {', '.join(n.name for n in starting)}"):
-                for n in starting:
-                    self.t.start(n, "haproxy")
-                o.wait("HAProxy routes", o.haproxy_routes_to_leader, 30, "haproxy", tuple(starting))
-        starting = [n for n in ha if "keepalived" in down[n.name]]
-        if starting:
-            with o.step(f"start keepalived on {', '.join(n.name for n in starting)}"):
-                for n in starting:
-                    self.t.start(n, "keepalived")
-                o.wait("the VIP answers", o.vip_answers, 30, "keepalived", tuple(starting))
+        self._start_down([n for n in ha if "haproxy" in down[n.name]], "haproxy", "HAProxy routes",
+                         o.haproxy_routes_to_leader, 30)
+        self._start_down([n for n in ha if "keepalived" in down[n.name]], "keepalived", "the VIP answers",
+                         o.vip_answers, 30)
+
+    def _start_down(self, nodes: list[Node], service: str, outcome: str,
+                    check: Callable[[], tuple[bool, str]], timeout: float) -> None:
+        """Start a service where it is down, then wait for what it brings (seed order, one step)."""
+        if not nodes:
+            return
+        with self.orch.step(f"start {service} on {', '.join(n.name for n in nodes)}"):
+            for n in nodes:
+                self.t.start(n, service)
+            self.orch.wait(outcome, check, timeout, service, tuple(nodes))
 
     def verify(self) -> Report:
         with self.orch.step("verify"):

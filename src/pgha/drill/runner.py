@@ -130,9 +130,9 @@ class DrillRunner:
     def whole(self, snap: ClusterSnapshot) -> bool:
         return (self.ops.healthy(snap) and all(e.healthy for e in snap.etcd)
                 and len(snap.vip_holders or ()) == 1 and all(h.reachable for h in snap.haproxy)
-                and snap.leader is not None and self.ops.routed_to(snap, snap.leader.name)
+                and snap.leader is not None and snap.routes_to(snap.leader.name)
                 # In synchronous mode the DCS must name a sync standby, or no replica may be promoted.
-                and (not self.sync or any(m.role == "sync_standby" for m in snap.members)))
+                and (not self.sync or bool(snap.sync_standbys)))
 
     def prepare(self, sync: bool) -> ClusterSnapshot:
         self.say("waiting for a whole cluster")

@@ -77,8 +77,8 @@ def _partition(ctx: DrillContext) -> str:
 
 def _switchover(ctx: DrillContext) -> str:
     # In synchronous mode Patroni only lets the synchronous standby take over (no acknowledged write lost).
-    sync = [m for m in ctx.ops.snapshot().replicas if m.role == "sync_standby"]
-    return ctx.ops.switchover(sync[0].name if sync else ctx.replica.name)
+    sync = ctx.ops.snapshot().sync_standbys
+    return ctx.ops.switchover(sync[0] if sync else ctx.replica.name)
 
 
 def _etcd_quorum_loss(ctx: DrillContext) -> str:
