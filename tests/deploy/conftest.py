@@ -34,7 +34,7 @@ def machines() -> Iterator[Machines]:
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    ms = Machines(SIX, run="ci")
+    ms = Machines(SIX)
     try:
         ms.up()
         yield ms

@@ -8,6 +8,10 @@ and no forwarding: nothing leaves this machine. Everything created is recorded a
 test fixture runs also on failure.
 
 Usable by hand as well: ``python tests/deploy/nspawn.py up|down``.
+
+Two sets of machines can run side by side, each with its own subnet, bridge, name prefix and work
+directory: ``PGHA_NSPAWN_SUBNET=10.203.3 PGHA_NSPAWN_BRIDGE=pgha-dep1 PGHA_NSPAWN_PREFIX=b
+PGHA_NSPAWN_RUN=b-ci pytest tests/deploy`` (defaults: 10.203.2, pgha-dep0, none, ci).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -29,10 +34,17 @@ import asyncssh
 
 BASE = Path(os.environ.get("PGHA_NSPAWN_BASE", "/var/cache/pgha/nspawn-base"))
 WORK = Path(os.environ.get("PGHA_NSPAWN_WORK", "/var/lib/pgha-nspawn"))
-BRIDGE = "pgha-dep0"
-SUBNET = "10.203.2"
-"""This test's own /24 (others use 10.203.0.0/24 and 10.203.1.0/24)."""
+BRIDGE = os.environ.get("PGHA_NSPAWN_BRIDGE", "pgha-dep0")
+SUBNET = os.environ.get("PGHA_NSPAWN_SUBNET", "10.203.2")
+"""This test's own /24 (others use 10.203.0.0/24 and 10.203.1.0/24); the first three octets."""
+PREFIX = os.environ.get("PGHA_NSPAWN_PREFIX", "")
+"""Prepended to the machines' names (nspawn -M, cgroups, veths), so two sets can run side by side."""
+RUN = os.environ.get("PGHA_NSPAWN_RUN", "ci")
+"""The work directory of the tests' machines: :data:`WORK`/RUN."""
 HOST_ADDRESS = f"{SUBNET}.1"
+if not re.fullmatch(r"(\d{1,3}\.){2}\d{1,3}", SUBNET) or len(BRIDGE) > 15:
+    raise ValueError(f"PGHA_NSPAWN_SUBNET={SUBNET!r} must be three octets (e.g. 10.203.3), "
+                     f"PGHA_NSPAWN_BRIDGE={BRIDGE!r} at most 15 characters")
 BASE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,iproute2,python3,sudo"
 CGROUP_HIERARCHIES = ("systemd", "unified")
 
@@ -80,6 +92,16 @@ class Machine:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
+    def machine(self) -> str:
+        """The machine's name for nspawn, cgroups and its veth (the node's name, prefixed)."""
+        return PREFIX + self.name
+
+    @property
+    def veth(self) -> str:
+        """The host side of its network link, as nspawn names it (fits, see :class:`Machines`)."""
+        return f"vb-{self.machine}"
+
+    @property
     def root(self) -> Path:
         return self.dir / "root"
 
@@ -91,9 +113,13 @@ class Machine:
 class Machines:
     """A set of nspawn machines on one bridge; ``teardown`` leaves nothing behind."""
 
-    def __init__(self, names_addresses: list[tuple[str, str]], run: str = "ci") -> None:
+    def __init__(self, names_addresses: list[tuple[str, str]], run: str = RUN) -> None:
         self.dir = WORK / run
         self.machines = {name: Machine(name, addr, self.dir / name) for name, addr in names_addresses}
+        for m in self.machines.values():  # longer, nspawn hashes the veth's name: teardown could not find it
+            if len(m.veth) > 15:
+                raise ValueError(f"machine name {m.machine!r} too long for its veth {m.veth!r} (15 characters): "
+                                 f"shorten PGHA_NSPAWN_PREFIX={PREFIX!r}")
         self.client_key = self.dir / "id_ed25519"
 
     # -- create ------------------------------------------------------------------------------------
@@ -151,7 +177,8 @@ class Machines:
 
     # -- power ---------------------------------------------------------------------------------------
     def _cgroup_dirs(self, name: str) -> list[Path]:
-        return [Path("/sys/fs/cgroup") / h / "pgha-nspawn" / name for h in CGROUP_HIERARCHIES
+        machine = self.machines[name].machine
+        return [Path("/sys/fs/cgroup") / h / "pgha-nspawn" / machine for h in CGROUP_HIERARCHIES
                 if (Path("/sys/fs/cgroup") / h).is_dir()]
 
     def power_on(self, name: str) -> None:
@@ -166,7 +193,7 @@ class Machines:
 
         log = open(self.dir / f"{name}.console.log", "ab")  # noqa: SIM115 - handed to the child
         m.proc = subprocess.Popen(
-            ["systemd-nspawn", "-b", "-D", str(m.root), "-M", name, "--register=no", "--keep-unit",
+            ["systemd-nspawn", "-b", "-D", str(m.root), "-M", m.machine, "--register=no", "--keep-unit",
              f"--network-bridge={BRIDGE}", "--resolv-conf=off", "--timezone=off", "--console=passive"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=own_cgroup)
         m.pid = m.proc.pid
@@ -225,7 +252,7 @@ class Machines:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
             time.sleep(0.1)
-        veth = f"vb-{name}"[:15]
+        veth = m.veth
         while sh("ip", "link", "show", veth, check=False).returncode == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         m.pid, m.proc = None, None
@@ -304,7 +331,7 @@ class Machines:
                 if self.machine_pids(name)]
         out += [f"cgroup {d}" for name in self.machines for d in self._cgroup_dirs(name) if d.exists()]
         out += [f"veth {line.split()[1]}" for line in sh("ip", "-o", "link", check=False).stdout.splitlines()
-                if any(f"vb-{name}"[:15] in line for name in self.machines)]
+                if any(m.veth in line for m in self.machines.values())]
         if self.dir.exists():
             out.append(f"directory {self.dir}")
         return out
@@ -334,7 +361,7 @@ def spec_data(ms: Machines, name: str = "pgha-deploy-ci", state_dir: str | None 
 
 
 if __name__ == "__main__":
-    ms = Machines(SIX, run="manual")
+    ms = Machines(SIX, run=os.environ.get("PGHA_NSPAWN_RUN", "manual"))
     if sys.argv[1:] == ["up"]:
         t0 = time.monotonic()
         ms.up()

@@ -21,7 +21,7 @@ from pgha.probe import Credentials
 from pgha.spec import Node
 from pgha.transport.ssh import SshError, SshTransport
 from tests.deploy.helpers import FIGURES, changed_spec, pgha
-from tests.deploy.nspawn import Machines
+from tests.deploy.nspawn import SUBNET, Machines
 
 pytestmark = pytest.mark.deploy
 
@@ -43,7 +43,7 @@ def test_bundle_build(spec_file: Path) -> None:
 
 def test_unknown_host_key_is_refused(spec_file: Path, tmp_path: Path) -> None:
     """A server whose key is neither pinned nor in known_hosts is never accepted."""
-    data = spec_mod.default_data(subnet="10.203.2.0/24", name="pgha-deploy-ci")
+    data = spec_mod.default_data(subnet=f"{SUBNET}.0/24", name="pgha-deploy-ci")
     data["deploy"] = {"ssh": {"known_hosts": str(tmp_path / "empty_known_hosts"),
                               "key_file": spec_mod.load(spec_file).deploy.ssh.key_file}}  # type: ignore[union-attr]
     (tmp_path / "empty_known_hosts").write_text("")
