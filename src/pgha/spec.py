@@ -242,6 +242,37 @@ class SshTarget:
     connect_timeout: float
 
 
+PGDG_MIRROR = "https://apt.postgresql.org/pub/repos/apt"
+"""The PostgreSQL project's apt repository (PGDG), as the seed's apt.postgresql.org.sh configures it."""
+
+
+class PostgresqlSource(Frozen):
+    """Where PostgreSQL's packages come from (seed section 3): the distribution, or PGDG as the seed does."""
+
+    source: Literal["distribution", "pgdg"] = "distribution"
+    """``pgdg``: servers get the apt source ``<mirror> <codename>-pgdg main`` signed by ``keyring``
+    (``online``); `pgha bundle build` downloads the packages from it (``bundle``)."""
+    keyring: str | None = None
+    """The PGDG signing key on this machine (armored ``.asc`` or binary ``.gpg``), required for ``pgdg``.
+    pgha ships it to the servers and never fetches a key itself: get it, check its fingerprint, name it."""
+    mirror: str = PGDG_MIRROR
+    """The repository's URL (an internal mirror of apt.postgresql.org)."""
+
+
+class EtcdSource(Frozen):
+    """Where etcd comes from (seed section 4): the distribution's package, or a release tarball."""
+
+    source: Literal["distribution", "tarball"] = "distribution"
+    """``tarball``: a release tarball (``etcd-vX.Y.Z-linux-amd64.tar.gz``) from this machine, checked
+    against ``sha256``, shipped over SSH; etcd, etcdctl (and etcdutl) go to ``install_dir``."""
+    tarball: str | None = None
+    """Path of the tarball on this machine (required for ``tarball``; never downloaded by pgha)."""
+    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-fA-F]{64}$")] = None
+    """The tarball's SHA-256 (required for ``tarball``): from the release's SHA256SUMS."""
+    install_dir: str = "/usr/local/bin"
+    """Where the binaries go (the seed's /usr/local/bin); the etcd unit runs ``<install_dir>/etcd``."""
+
+
 class Deploy(Frozen):
     """`pgha deploy` to real servers: how packages reach them and the seed's section 2 prerequisites."""
 
@@ -254,6 +285,8 @@ class Deploy(Frozen):
     """The seed's section 2 step 1 (e.g. Europe/Madrid); unset: left as it is."""
     patroni: str = "patroni[etcd3,psycopg3]>=4.1,<4.2"
     """The pip requirement of Patroni's virtualenv."""
+    postgresql: PostgresqlSource = PostgresqlSource()
+    etcd: EtcdSource = EtcdSource()
     ssh: Ssh = Ssh()
 
 
@@ -346,6 +379,9 @@ class ClusterSpec(Frozen):
 
     @property
     def etcd_bin(self) -> str:
+        """The etcd binary the unit runs: the release tarball's in its install_dir, else ``paths.etcd_bin``."""
+        if self.deploy is not None and self.deploy.etcd.source == "tarball":
+            return f"{self.deploy.etcd.install_dir.rstrip('/')}/etcd"
         return self.paths.etcd_bin
 
     def node(self, name: str) -> Node:
@@ -490,6 +526,22 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
         tz = spec.deploy.timezone
         if tz is not None and not re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+){0,2}", tz):
             errors.append(("deploy.timezone", f"{tz!r} is not a time zone name (e.g. Europe/Madrid, UTC)"))
+        pg, etcd = spec.deploy.postgresql, spec.deploy.etcd
+        if pg.source == "pgdg" and not pg.keyring:
+            errors.append(("deploy.postgresql.keyring", "required with source pgdg: the repository's signing key "
+                                                        "file on this machine (pgha never fetches a key)"))
+        if not re.fullmatch(r"(https?|file)://\S+", pg.mirror):
+            errors.append(("deploy.postgresql.mirror", f"{pg.mirror!r} is not an http(s):// or file:// URL"))
+        if etcd.source == "tarball":
+            for key in ("tarball", "sha256"):
+                if not getattr(etcd, key):
+                    errors.append((f"deploy.etcd.{key}", "required with source tarball (the release tarball "
+                                                          "on this machine and its SHA-256)"))
+            if not etcd.install_dir.startswith("/"):
+                errors.append(("deploy.etcd.install_dir", "must be an absolute path"))
+            if "etcd_bin" in spec.paths.model_fields_set and spec.paths.etcd_bin != spec.etcd_bin:
+                errors.append(("paths.etcd_bin", f"{spec.paths.etcd_bin}: with deploy.etcd.source tarball etcd "
+                                                 f"runs from deploy.etcd.install_dir ({spec.etcd_bin})"))
     for i, node in enumerate(spec.nodes):
         if node.ssh != NodeSsh() and spec.deploy is None:
             errors.append((f"nodes[{i}].ssh", "SSH settings need a `deploy:` section (a cluster of servers)"))

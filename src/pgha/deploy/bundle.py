@@ -13,6 +13,11 @@ The bundle directory holds:
 
 It is built for the release of the operator's machine (its apt lists and its Python): build it on a
 machine of the servers' Debian release (``--distro`` is checked, not cross-resolved).
+
+With ``deploy.postgresql.source: pgdg`` the PostgreSQL packages come from the PGDG repository: apt runs
+with a private state under ``apt/`` (this machine's sources and lists, plus PGDG's source signed by the
+spec's keyring; only PGDG's lists are fetched), so this machine's own apt configuration is never touched.
+With ``deploy.etcd.source: tarball`` no etcd package is bundled (the tarball is shipped by `pgha deploy`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgha.deploy import sources
 from pgha.deploy.packages import all_packages, packages_for
 from pgha.errors import MissingPrerequisite, PghaError, UsageError
 from pgha.spec import ClusterSpec
@@ -64,13 +70,47 @@ def _run(argv: list[str], what: str, **kw: object) -> subprocess.CompletedProces
     return proc
 
 
-def _download_debs(packages: tuple[str, ...], dest: Path) -> None:
+HOST_LISTS = Path("/var/lib/apt/lists")
+HOST_SOURCE_PARTS = Path("/etc/apt/sources.list.d")
+
+
+def pgdg_apt_options(spec: ClusterSpec, work: Path, codename: str) -> list[str]:
+    """apt options that add PGDG to this machine's sources, in a private state under ``work``
+    (this machine's lists linked in, PGDG's fetched); [] without ``source: pgdg``."""
+    assert spec.deploy is not None
+    if spec.deploy.postgresql.source != "pgdg":
+        return []
+    shutil.rmtree(work, ignore_errors=True)
+    lists, parts, only = work / "lists", work / "sources.list.d", work / "pgdg.d"
+    for d in (lists / "partial", parts, only):
+        d.mkdir(parents=True)
+    for f in HOST_LISTS.iterdir() if HOST_LISTS.is_dir() else []:
+        if f.is_file() and f.name != "lock":
+            (lists / f.name).symlink_to(f)
+    for f in HOST_SOURCE_PARTS.iterdir() if HOST_SOURCE_PARTS.is_dir() else []:
+        (parts / f.name).symlink_to(f)
+    key = sources.keyring_bytes(spec)
+    keyring = work / Path(sources.keyring_path(key)).name
+    keyring.write_bytes(key)
+    line = sources.pgdg_line(spec, codename, str(keyring))
+    for d in (parts, only):
+        (d / "pgha-pgdg.list").write_text(line)
+    (work / "empty.list").write_text("")
+    # No package cache files: they would land in this machine's /var/cache/apt.
+    common = ["-o", f"Dir::State::Lists={lists}", "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache="]
+    _run(["apt-get", "-q", "update", *common, "-o", f"Dir::Etc::SourceList={work / 'empty.list'}",
+          "-o", f"Dir::Etc::SourceParts={only}", "-o", "APT::Get::List-Cleanup=0", "-o", "Debug::NoLocking=1"],
+         f"apt-get update of the PGDG repository {spec.deploy.postgresql.mirror}")
+    return [*common, "-o", f"Dir::Etc::SourceParts={parts}"]
+
+
+def _download_debs(packages: tuple[str, ...], dest: Path, apt_options: list[str]) -> None:
     """The packages and their whole dependency closure, as if nothing were installed."""
     with tempfile.TemporaryDirectory(prefix="pgha-bundle-") as tmp:
         status = Path(tmp) / "status"
         status.write_text("")
         (dest / "partial").mkdir(parents=True, exist_ok=True)
-        _run(["apt-get", "-q", "-y", "--no-install-recommends", "--download-only",
+        _run(["apt-get", "-q", "-y", "--no-install-recommends", "--download-only", *apt_options,
               "-o", f"Dir::State::status={status}", "-o", f"Dir::Cache::archives={dest}",
               "-o", "Debug::NoLocking=1", "-o", "APT::Get::AllowUnauthenticated=false",
               "install", *packages], "apt-get --download-only (run `apt-get update` first?)")
@@ -78,27 +118,29 @@ def _download_debs(packages: tuple[str, ...], dest: Path) -> None:
         (dest / "lock").unlink(missing_ok=True)
 
 
-def _closure(packages: tuple[str, ...]) -> set[str]:
+def _closure(packages: tuple[str, ...], apt_options: list[str]) -> set[str]:
     """The file names of the .debs apt would install on an empty system for these packages."""
     with tempfile.TemporaryDirectory(prefix="pgha-bundle-") as tmp:
         status = Path(tmp) / "status"
         status.write_text("")
         (Path(tmp) / "archives" / "partial").mkdir(parents=True)
         # An empty archive cache too: apt leaves out what it finds already downloaded.
-        out = _run(["apt-get", "-qq", "--print-uris", "--no-install-recommends", "-o", f"Dir::State::status={status}",
+        out = _run(["apt-get", "-qq", "--print-uris", "--no-install-recommends", *apt_options,
+                    "-o", f"Dir::State::status={status}",
                     "-o", f"Dir::Cache::archives={tmp}/archives", "-o", "Debug::NoLocking=1", "install", *packages],
                    "apt-get --print-uris").stdout
     return {line.split()[1] for line in out.splitlines() if line.startswith("'")}
 
 
-def _packages_index(debs: Path, names: set[str]) -> str:
-    """A flat repository's ``Packages`` (what dpkg-scanpackages writes), with dpkg-deb only."""
+def packages_index(debs: Path, names: set[str], prefix: str = "./") -> str:
+    """A repository's ``Packages`` (what dpkg-scanpackages writes), with dpkg-deb only; ``prefix``: the
+    .debs' directory relative to the repository's root (a flat repository: ``./``)."""
     paragraphs = []
     for name in sorted(names):
         deb = debs / name
         control = _run(["dpkg-deb", "-f", str(deb)], f"reading {deb.name}").stdout.rstrip("\n")
         digest = hashlib.sha256(deb.read_bytes()).hexdigest()
-        paragraphs.append(f"{control}\nFilename: ./{deb.name}\nSize: {deb.stat().st_size}\nSHA256: {digest}\n")
+        paragraphs.append(f"{control}\nFilename: {prefix}{deb.name}\nSize: {deb.stat().st_size}\nSHA256: {digest}\n")
     return "\n".join(paragraphs)
 
 
@@ -113,7 +155,7 @@ def _role_tar(root: Path, role: str, debs: set[str], with_wheels: bool) -> None:
     files: dict[str, Path] = {f"debs/{n}": root / "debs" / n for n in debs}
     if with_wheels:
         files.update({f"wheels/{p.name}": p for p in (root / "wheels").iterdir()})
-    index = _packages_index(root / "debs", debs).encode()
+    index = packages_index(root / "debs", debs).encode()
     lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {name}" for name, p in sorted(files.items())]
     lines.append(f"{hashlib.sha256(index).hexdigest()}  debs/Packages")
     manifest = ("\n".join(lines) + "\n").encode()
@@ -148,13 +190,14 @@ def build(spec: ClusterSpec, distro: str | None = None, *, force: bool = False) 
     bundle.dir.mkdir(parents=True, exist_ok=True)
     for sub in ("debs", "wheels"):
         shutil.rmtree(bundle.dir / sub, ignore_errors=True)
-    _download_debs(all_packages(spec), bundle.dir / "debs")
+    apt_options = pgdg_apt_options(spec, bundle.dir / "apt", here)
+    _download_debs(all_packages(spec), bundle.dir / "debs", apt_options)
     _wheels(spec.deploy.patroni, bundle.dir / "wheels")
     for role in ROLES:
         nodes = [n for n in spec.nodes if n.role.value == role]
         if not nodes:
             continue
-        names = _closure(packages_for(spec, nodes[0]))
+        names = _closure(packages_for(spec, nodes[0]), apt_options)
         missing = sorted(n for n in names if not (bundle.dir / "debs" / n).exists())
         if missing:
             raise PghaError(f"bundle: apt resolved {', '.join(missing[:5])} but did not download it")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from pgha.deploy import sources
 from pgha.errors import PghaError
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.ssh import SshTransport
@@ -22,12 +23,14 @@ REMOTE_BUNDLE = "/var/cache/pgha/bundle"
 
 
 def packages_for(spec: ClusterSpec, node: Node) -> tuple[str, ...]:
-    """The Debian packages of one server's role."""
+    """The Debian packages of one server's role (PostgreSQL's from PGDG or the distribution alike; etcd's
+    only when it does not come from a release tarball)."""
     common = ("acl", "procps", "tzdata", "iproute2")
     if node.is_postgres:
         v = spec.postgresql.version
-        return (f"postgresql-{v}", f"postgresql-client-{v}", "etcd-server", "etcd-client", "python3-venv",
-                *common)
+        tarball = spec.deploy is not None and spec.deploy.etcd.source == "tarball"
+        etcd = () if tarball else ("etcd-server", "etcd-client")
+        return (f"postgresql-{v}", f"postgresql-client-{v}", *etcd, "python3-venv", *common)
     return ("haproxy", "keepalived", *common)
 
 
@@ -41,10 +44,14 @@ class PackageFacts:
     missing: tuple[str, ...]
     patroni_ok: bool
     """Patroni importable by ``postgres`` from the virtualenv (always True on HAProxy nodes)."""
+    codename: str = ""
+    """The server's release (VERSION_CODENAME), for the PGDG source."""
+    etcd_ok: bool = True
+    """The release tarball's etcd binaries are installed (always True without one, or on HAProxy nodes)."""
 
     @property
     def complete(self) -> bool:
-        return not self.missing and self.patroni_ok
+        return not self.missing and self.patroni_ok and self.etcd_ok
 
 
 def facts(t: SshTransport, node: Node) -> PackageFacts:
@@ -56,9 +63,15 @@ def facts(t: SshTransport, node: Node) -> PackageFacts:
     if node.is_postgres:
         script += (f"id -u postgres >/dev/null 2>&1 && runuser -u postgres -- {venv}/bin/python -c "
                    "'import patroni, psycopg, etcd' 2>/dev/null && echo patroni-ok\n")
+    script += ". /etc/os-release 2>/dev/null; echo codename ${VERSION_CODENAME:-unknown}\n"
+    tarball = sources.etcd_tarball(t.spec) if node.is_postgres else None
+    if tarball:
+        script += sources.etcd_facts_script(t.spec)
     res = t.shell(node, script, timeout=60)
     missing = tuple(line.split()[1] for line in res.stdout.splitlines() if line.startswith("missing "))
-    return PackageFacts(node.name, missing, not node.is_postgres or "patroni-ok" in res.stdout)
+    codename = next((line.split()[1] for line in res.stdout.splitlines() if line.startswith("codename ")), "")
+    return PackageFacts(node.name, missing, not node.is_postgres or "patroni-ok" in res.stdout, codename,
+                        tarball is None or sources.etcd_installed(tarball, res.stdout))
 
 
 _NO_DAEMONS = "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d"
@@ -93,6 +106,9 @@ def install(t: SshTransport, node: Node, have: PackageFacts) -> list[str]:
     assert spec.deploy is not None
     done: list[str] = []
     offline = spec.deploy.packages == "bundle"
+    pgdg = sources.apt_entries(spec, node, have.codename)
+    if pgdg and t.sync_entries(node, pgdg):
+        done.append(f"PGDG apt source {sources.PGDG_LIST}")
     if have.missing:
         pkgs = " ".join(have.missing)
         if offline:
@@ -108,9 +124,12 @@ def install(t: SshTransport, node: Node, have: PackageFacts) -> list[str]:
         if not res.ok:
             raise PghaError(f"{node.name}: installing {pkgs} failed",
                             details=(res.stdout[-1500:] + res.stderr[-1500:]).strip(),
-                            hint="online: can the server reach its apt mirror? bundle: was it built for this "
-                                 "release (`pgha bundle build`)?")
+                            hint="online: can the server reach its apt mirror (and PGDG's)? bundle: was it "
+                                 "built for this release (`pgha bundle build`)?")
         done.append(f"installed {pkgs}")
+    tarball = sources.etcd_tarball(spec) if node.is_postgres else None
+    if tarball and not have.etcd_ok:
+        done.append(sources.install_etcd(t, node, tarball))
     if not have.patroni_ok:
         venv = spec.paths.patroni_venv
         req = shlex.quote(spec.deploy.patroni)

@@ -19,7 +19,14 @@ def client_url(spec: ClusterSpec, address: object) -> str:
 
 
 def environment(layout: NodeLayout, state: ClusterState) -> dict[str, str]:
-    """The ETCD_* variables of one member; ``state`` is initial-cluster-state (new|existing)."""
+    """The ETCD_* variables of one member; ``state`` is initial-cluster-state (new|existing).
+
+    Valid for etcd 3.4 (Debian 12) through 3.6 (the seed's release tarball) alike, so not version-aware:
+    every variable is a flag 3.6 still has. What 3.6 removed or renamed is never emitted here —
+    ``--enable-v2``/``ETCD_ENABLE_V2``, ``--experimental-enable-v2v3``, the v2 proxy flags, the
+    ``--experimental-*`` flags that became plain ones or feature gates (etcd.io "Upgrade etcd from v3.5
+    to v3.6"). Should one be needed, it is emitted for the installed version only.
+    """
     spec, node = layout.spec, layout.node
     initial = ",".join(f"{n.member_name}={peer_url(spec, n.address)}" for n in spec.postgres_nodes)
     return {
