@@ -14,7 +14,7 @@ fi
 PG_VERSION="${PG_VERSION:-15}"
 PKGS=(etcd-server etcd-client haproxy keepalived acl iproute2 python3-venv python3-pip
       "postgresql-${PG_VERSION}" "postgresql-client-${PG_VERSION}" ca-certificates
-      systemd-container debootstrap)
+      systemd-container debootstrap gnupg)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

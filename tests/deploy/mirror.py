@@ -101,6 +101,13 @@ class Mirror:
         (self.root / "wheels").symlink_to(self.bundle / "wheels")
         self._etcd_tarball(debs)
 
+    def other_key(self, path: Path) -> Path:
+        """The public half of another throwaway key (one that did not sign the repository)."""
+        self._gpg("--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
+                  "pgha test, not the signer <other@pgha.invalid>", "ed25519", "sign", "1d")
+        self._gpg("--armor", "--output", str(path), "--export", "other@pgha.invalid")
+        return path
+
     def _etcd_tarball(self, debs: Path) -> None:
         """etcd-v<version>-linux-amd64/{etcd,etcdctl} from Debian's etcd-server and etcd-client."""
         server = next(debs.glob("etcd-server_*.deb"))

@@ -12,6 +12,7 @@ PostgreSQL 18 and etcd 3.6 themselves never ran here (no internet).
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ import yaml
 
 from pgha import spec as spec_mod
 from pgha.deploy.bundle import build as build_bundle
+from pgha.deploy.bundle import pgdg_apt_options
+from pgha.errors import PghaError
 from tests.deploy.helpers import FIGURES, pgha
 from tests.deploy.mirror import Mirror
 from tests.deploy.nspawn import Machines, spec_data
@@ -104,3 +107,24 @@ def test_online_second_deploy_reports_no_changes(online_spec: Path) -> None:
     out = json.loads(res.stdout)
     assert not out["changed"], out["changes"]
     assert out["verify"]["passed"]
+
+
+def test_bundle_build_resolves_postgresql_from_the_pgdg_repository(online_spec: Path, mirror: Mirror,
+                                                                   tmp_path: Path) -> None:
+    """`pgha bundle build`'s apt step with PGDG: the repository's lists fetched into a private state and
+    checked against the spec's key; this machine's own apt state untouched. (The download itself is the
+    bundle's usual step with these options; not run here: it would reach this machine's Debian mirror.)"""
+    spec = spec_mod.load(online_spec)
+    before = sorted(p.name for p in Path("/var/lib/apt/lists").iterdir())
+    opts = pgdg_apt_options(spec, tmp_path / "apt", "bookworm")
+    policy = subprocess.run(["apt-cache", *opts, "policy", "postgresql-15"], capture_output=True, text=True,
+                            check=True).stdout
+    assert f"{mirror.url}/pgdg bookworm-pgdg/main amd64 Packages" in policy, policy
+    assert sorted(p.name for p in Path("/var/lib/apt/lists").iterdir()) == before
+    data = yaml.safe_load(online_spec.read_text())
+    data["deploy"]["postgresql"]["keyring"] = str(mirror.other_key(tmp_path / "other.asc"))
+    other = tmp_path / "cluster-other-key.yml"
+    other.write_text(spec_mod.dump(data))
+    with pytest.raises(PghaError, match="apt-get update of the PGDG repository") as err:
+        pgdg_apt_options(spec_mod.load(other), tmp_path / "apt2", "bookworm")
+    assert "NO_PUBKEY" in (err.value.details or "") or "not signed" in (err.value.details or ""), err.value.details

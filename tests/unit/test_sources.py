@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from pgha import spec as spec_mod
 from pgha.deploy import sources
+from pgha.deploy.bundle import Bundle, bundle_sources
 from pgha.deploy.packages import packages_for
 from pgha.deploy.run import reactions
 from pgha.errors import PghaError, SpecError
@@ -112,3 +114,15 @@ def test_a_new_etcd_binary_restarts_etcd(tmp_path: Path) -> None:
     node = spec.postgres_nodes[0]
     plan = NodePlan(node, NodeLayout(spec, node), (), (), ())
     assert [(a, s) for a, s, _ in reactions(node, plan, ["/usr/local/bin/etcd"])] == [("restart", "etcd")]
+
+
+def test_a_bundle_knows_where_its_postgresql_came_from(tmp_path: Path) -> None:
+    (tmp_path / "pgdg.asc").write_bytes(KEY)
+    dist = spec_mod.parse(servers(packages="bundle"))
+    pgdg = spec_mod.parse(servers(packages="bundle",
+                                  postgresql={"source": "pgdg", "keyring": str(tmp_path / "pgdg.asc")}))
+    b = Bundle(tmp_path / "bundle")
+    assert b.built_for(dist) and not b.built_for(pgdg)  # no record: built before it existed, from the distribution
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle/sources.json").write_text(json.dumps(bundle_sources(pgdg)))
+    assert b.built_for(pgdg) and not b.built_for(dist)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -53,6 +54,20 @@ class Bundle:
 
     def exists(self) -> bool:
         return all(self.tar(r).exists() and (self.dir / f"{r}.id").exists() for r in ROLES)
+
+    def built_for(self, spec: ClusterSpec) -> bool:
+        """Whether the bundle's PostgreSQL came from where the spec says (``sources.json``; a bundle
+        without one was built from the distribution)."""
+        path = self.dir / "sources.json"
+        have = json.loads(path.read_text()) if path.exists() else {"postgresql": "distribution"}
+        return bool(have == bundle_sources(spec))
+
+
+def bundle_sources(spec: ClusterSpec) -> dict[str, str]:
+    """Where a bundle's PostgreSQL packages come from, as recorded in ``sources.json``."""
+    assert spec.deploy is not None
+    pg = spec.deploy.postgresql
+    return {"postgresql": "pgdg", "mirror": pg.mirror} if pg.source == "pgdg" else {"postgresql": "distribution"}
 
 
 def host_codename() -> str:
@@ -185,7 +200,7 @@ def build(spec: ClusterSpec, distro: str | None = None, *, force: bool = False) 
         if shutil.which(tool) is None:
             raise MissingPrerequisite(f"`pgha bundle build` needs {tool} (a Debian/Ubuntu machine)")
     bundle = Bundle(spec.bundle_dir)
-    if bundle.exists() and not force:
+    if bundle.exists() and bundle.built_for(spec) and not force:
         return bundle
     bundle.dir.mkdir(parents=True, exist_ok=True)
     for sub in ("debs", "wheels"):
@@ -202,4 +217,5 @@ def build(spec: ClusterSpec, distro: str | None = None, *, force: bool = False) 
         if missing:
             raise PghaError(f"bundle: apt resolved {', '.join(missing[:5])} but did not download it")
         _role_tar(bundle.dir, role, names, with_wheels=role == "postgres")
+    (bundle.dir / "sources.json").write_text(json.dumps(bundle_sources(spec)) + "\n")
     return bundle

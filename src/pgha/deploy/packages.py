@@ -6,6 +6,9 @@ The distribution's daemons never start on their own during the install (a ``poli
 refuses them, as Debian's tools honour): a default etcd, PostgreSQL cluster or HAProxy would hold
 the ports pgha's units need. No ``main`` PostgreSQL cluster is created (``createcluster.conf``) and
 the distribution's ``postgresql`` unit is disabled: Patroni manages PostgreSQL (seed section 3 step 2).
+
+PostgreSQL from PGDG and etcd from a release tarball (``deploy.postgresql``/``deploy.etcd``): see
+:mod:`pgha.deploy.sources`.
 """
 
 from __future__ import annotations

@@ -275,6 +275,9 @@ class Deployer:
                     bundle = Bundle(self.spec.bundle_dir)
                     if not bundle.exists():
                         raise UsageError(f"no package bundle in {bundle.dir}", hint="build it: pgha bundle build")
+                    if not bundle.built_for(self.spec):
+                        raise UsageError(f"the package bundle in {bundle.dir} has PostgreSQL from elsewhere than "
+                                         "deploy.postgresql says", hint="rebuild it: pgha bundle build")
                     tars = {r: (bundle.tar(r).read_bytes(), bundle.manifest_id(r)) for r in ROLES}
 
                 def one(f: NodeFacts) -> None:
