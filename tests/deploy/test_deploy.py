@@ -59,6 +59,9 @@ def test_deploy_from_nothing(spec_file: Path, machines: Machines) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout)
     assert out["changed"] and out["verify"]["passed"], out["verify"]
+    # The seed's section 2 first: on fresh servers every port got a temporary listener (then killed).
+    assert out["ports"]["passed"] and sum(map(len, out["ports"]["listened"].values())) == 3 * 4 + 3, out["ports"]
+    FIGURES["port check on fresh servers (15 temporary listeners)"] = out["ports"]["seconds"]
     # The seed's owners, modes and ACLs (section 5 step 6), the timezone (section 2), no main cluster.
     listing = machines.ssh("postgres-01", "stat -c '%U %G %a %n' /etc/etcd/certs /etc/etcd/certs/*; "
                                           "getfacl -cp /etc/etcd/certs/etcd-node1.key; readlink /etc/localtime; "

@@ -28,6 +28,11 @@ def print_result(result: DeployResult, fmt: str) -> None:
         for c in result.changes:
             if c.diff:
                 out.print(escape(c.diff), markup=False)
+    if result.ports:
+        out.print(result.ports.summary())
+        notes = result.ports.notes if result.dry_run or not result.ports.passed else ()
+        for line in [*result.ports.lines(), *notes]:
+            out.print(f"  {escape(line)}")
     if result.verify:
         print_report(result.verify, fmt)
 
@@ -38,14 +43,19 @@ def print_result(result: DeployResult, fmt: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would change (files as diffs) and change nothing.")
 @click.option("--limit", "limit", multiple=True, metavar="NODE", help="Only these nodes (repeatable).")
 @click.option("--no-verify", is_flag=True, help="Skip the final `pgha verify`.")
-def deploy_cmd(spec_path: str | None, fmt: str, dry_run: bool, limit: tuple[str, ...], no_verify: bool) -> None:
+@click.option("--no-port-check", is_flag=True,
+              help="Skip the check that the seed's ports are open between the nodes (temporary listeners).")
+def deploy_cmd(spec_path: str | None, fmt: str, dry_run: bool, limit: tuple[str, ...], no_verify: bool,
+               no_port_check: bool) -> None:
     """Install and start the cluster on the spec's servers (SSH + systemd); re-runnable without harm."""
     spec = load_spec(spec_path)
     t0 = time.monotonic()
     result = deploy(spec, dry_run=dry_run, limit=limit, check=not no_verify and not dry_run,
-                    reporter=ConsoleReporter())
+                    reporter=ConsoleReporter(), port_check=not no_port_check)
     err.print(f"deploy {'(dry run) ' if dry_run else ''}done in {time.monotonic() - t0:.1f} s")
     print_result(result, fmt)
+    if result.ports and not result.ports.passed:  # a dry run: the report, then the deploy's own error
+        raise result.ports.error()
     if result.verify and not result.verify.passed:
         failed = [c.name for c in result.verify.checks if not c.passed]
         raise CheckFailed(f"deployed, but {len(failed)} verify check(s) failed: {', '.join(failed)}")

@@ -4,6 +4,9 @@
     plan      the lab's NodePlan of every server (etcd ``existing`` once its cluster has formed)
     diff      the files and directories that differ (content, owner, mode, ACL), packages to install,
               services to start, restart or reload — what ``--dry-run`` prints, changing nothing
+    ports     the seed's section 2 (:mod:`pgha.deploy.ports`): every port open between the nodes that
+              need it, tried through short-lived listeners where nothing listens yet; a blocked
+              pair stops the deploy before anything is installed (``--no-port-check`` skips it)
     apply     packages (apt or the shipped bundle), time zone, users, files, units; then either the
               seed's bring-up through the :class:`~pgha.orchestrate.Orchestrator` (a new cluster) or
               only the reactions the changed files need: etcd restarted one member at a time, Patroni
@@ -24,6 +27,8 @@ from typing import Any
 
 from pgha.deploy import packages, sources
 from pgha.deploy.bundle import ROLES, Bundle
+from pgha.deploy.ports import PortReport
+from pgha.deploy.ports import check as check_ports
 from pgha.errors import UsageError
 from pgha.layout import StateLayout
 from pgha.orchestrate import Orchestrator, Reporter
@@ -69,6 +74,8 @@ class DeployResult:
     changes: list[Change] = field(default_factory=list)
     seconds: float = 0.0
     verify: Report | None = None
+    ports: PortReport | None = None
+    """The port check (the seed's section 2), unless skipped."""
 
     @property
     def changed(self) -> bool:
@@ -77,6 +84,7 @@ class DeployResult:
     def as_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "changed": self.changed, "seconds": round(self.seconds, 1),
                 "changes": [c.as_dict() for c in self.changes],
+                "ports": self.ports.as_dict() if self.ports else None,
                 "verify": self.verify.as_dict() if self.verify else None}
 
 
@@ -139,7 +147,7 @@ class Deployer:
     """One `pgha deploy` run."""
 
     def __init__(self, spec: ClusterSpec, transport: SshTransport, reporter: Reporter | None = None,
-                 limit: tuple[str, ...] = ()) -> None:
+                 limit: tuple[str, ...] = (), port_check: bool = True) -> None:
         if spec.deploy is None:
             raise UsageError("the spec has no `deploy:` section: it describes the lab, not servers",
                              hint="add `deploy:` (packages, ssh) to deploy to servers; see `pgha spec schema`")
@@ -148,6 +156,7 @@ class Deployer:
         self.state = StateLayout(spec.state_dir)
         self.selected = tuple(spec.node(n) for n in limit) if limit else spec.nodes
         self.orch = Orchestrator(spec, transport, self.reporter)
+        self.port_check = port_check
 
     # -- facts and plan ------------------------------------------------------------------------
     def facts(self) -> dict[str, NodeFacts]:
@@ -240,6 +249,11 @@ class Deployer:
             plans = self.plans(self.etcd_state(facts), facts)
             file_diffs, paths = self.diff(facts, plans)
             result.changes = file_diffs + self.service_changes(facts, plans, paths)
+        if self.port_check:
+            with self.orch.step("ports between the nodes (the seed's section 2)"):
+                result.ports = check_ports(self.spec, self.t, self.selected)
+                if not result.ports.passed and not dry_run:
+                    raise result.ports.error()  # before anything is installed or started
         if dry_run or not result.changes:
             result.seconds = time.monotonic() - t0
             if check and not dry_run:
@@ -353,7 +367,7 @@ class Deployer:
 
 
 def deploy(spec: ClusterSpec, *, dry_run: bool = False, limit: tuple[str, ...] = (), check: bool = True,
-           reporter: Reporter | None = None) -> DeployResult:
+           reporter: Reporter | None = None, port_check: bool = True) -> DeployResult:
     """Plan, diff and (unless ``dry_run``) apply the spec to its servers; see the module docstring."""
     with SshTransport(spec) as t:
-        return Deployer(spec, t, reporter, limit).run(dry_run=dry_run, check=check)
+        return Deployer(spec, t, reporter, limit, port_check).run(dry_run=dry_run, check=check)

@@ -43,14 +43,21 @@ def _short(exc: BaseException) -> str:
 def port_matrix(spec: ClusterSpec, source: Node | None) -> list[tuple[Node, int, str]]:
     """(target node, port, service) that ``source`` must reach; ``None`` is the operator's machine.
 
-    PostgreSQL nodes reach each other on etcd's client and peer ports, PostgreSQL (replication,
-    pg_rewind) and Patroni's REST API; HAProxy nodes reach PostgreSQL and the REST API (health checks).
-    VRRP (IP protocol 112, multicast) is not TCP: the VIP diagnoses judge it from the holders.
+    The seed's section 2 table: PostgreSQL nodes reach each other on etcd's client and peer ports,
+    PostgreSQL (replication, pg_rewind) and Patroni's REST API; HAProxy nodes reach PostgreSQL and the
+    REST API (health checks). The operator's machine (pgha's probes) reaches etcd's client port,
+    PostgreSQL and the REST API of the PostgreSQL nodes and the HAProxy nodes' stats port.
+    VRRP (IP protocol 112, multicast) is not TCP: the VIP diagnoses judge it from the holders;
+    the applications' port on the VIP exists once keepalived holds it (verify checks it).
     """
     p = spec.ports
     pg_ports = [(p.etcd_client, "etcd client"), (p.etcd_peer, "etcd peer"), (p.postgresql, "PostgreSQL"),
                 (p.restapi, "Patroni REST API")]
-    if source is not None and source.is_haproxy:
+    if source is None:
+        probed = [(port, what) for port, what in pg_ports if port != p.etcd_peer]
+        return [(t, port, what) for t in spec.postgres_nodes for port, what in probed] + [
+            (t, p.haproxy_monitor, "HAProxy stats") for t in spec.haproxy_nodes]
+    if source.is_haproxy:
         pg_ports = [(p.postgresql, "PostgreSQL"), (p.restapi, "Patroni REST API")]
     return [(t, port, what) for t in spec.postgres_nodes if t != source for port, what in pg_ports]
 
@@ -61,9 +68,11 @@ else echo "fail $1 $2 ${out##*: }"; fi; fi; }
 """
 
 
-def node_ports(transport: Transport, spec: ClusterSpec, node: Node) -> tuple[PortFact, ...]:
-    """One command per node: every connect in parallel, each bounded by a timeout."""
-    targets = port_matrix(spec, node)
+def node_ports(transport: Transport, spec: ClusterSpec, node: Node,
+               targets: list[tuple[Node, int, str]] | None = None) -> tuple[PortFact, ...]:
+    """One command per node: every connect in parallel, each bounded by a timeout (by default to the
+    node's whole :func:`port_matrix`)."""
+    targets = port_matrix(spec, node) if targets is None else targets
     if not targets:
         return ()
     script = _PORT_SCRIPT.replace("{t}", str(CONNECT_TIMEOUT))
@@ -81,7 +90,9 @@ def node_ports(transport: Transport, spec: ClusterSpec, node: Node) -> tuple[Por
     return tuple(out)
 
 
-def operator_ports(spec: ClusterSpec) -> tuple[PortFact, ...]:
+def operator_ports(spec: ClusterSpec, targets: list[tuple[Node, int, str]] | None = None) -> tuple[PortFact, ...]:
+    """This machine's connects (by default to its whole :func:`port_matrix`), in parallel."""
+
     def connect(target: tuple[Node, int, str]) -> PortFact:
         t, port, what = target
         try:
@@ -90,7 +101,7 @@ def operator_ports(spec: ClusterSpec) -> tuple[PortFact, ...]:
         except OSError as exc:
             return PortFact("(this machine)", t.name, str(t.address), port, what, False, _short(exc))
 
-    targets = port_matrix(spec, None)
+    targets = port_matrix(spec, None) if targets is None else targets
     with ThreadPoolExecutor(max_workers=8) as pool:
         return tuple(pool.map(connect, targets))
 
