@@ -140,9 +140,20 @@ def _postgres_plan(layout: NodeLayout, certs: CertFiles, secrets: Secrets,
         Service("patroni", "Patroni: PostgreSQL high-availability manager",
                 (f"{venv}/bin/patroni", layout.patroni_config), user="postgres", group="postgres",
                 restart="on-failure", restart_sec=5, kill_mode="process", reload_signal="HUP",
-                after=("etcd",), environment=(("HOME", layout.pg_home), ("PGSSLMODE", "verify-full"))),
+                after=("etcd",), environment=(("HOME", layout.pg_home), ("PGSSLMODE", "verify-full")),
+                start_pre=_watchdog_setup(layout)),
     ]
     return dirs, files, services
+
+
+def _watchdog_setup(layout: NodeLayout) -> tuple[tuple[str, ...], ...]:
+    """On servers with the watchdog on: load its module and hand the device to postgres before Patroni
+    starts, as Patroni's own unit suggests. Never in the lab (one kernel: it would reset the machine)."""
+    w = layout.spec.watchdog
+    if layout.root or w.mode == "off":
+        return ()
+    load = (("/usr/sbin/modprobe", w.module),) if w.module else ()
+    return (*load, ("/usr/bin/chown", "postgres:postgres", w.device))
 
 
 def _haproxy_plan(layout: NodeLayout, certs: CertFiles, secrets: Secrets) -> tuple[list[DirEntry],

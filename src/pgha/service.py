@@ -36,6 +36,9 @@ class Service:
     after: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     """Extra variables (e.g. HOME) on top of the env file."""
+    start_pre: tuple[tuple[str, ...], ...] = ()
+    """Commands run as root before the daemon starts, failures ignored (systemd's ``ExecStartPre=-+``);
+    servers only: the lab's supervisor has no such hook and never needs one."""
     stop_post: tuple[tuple[str, ...], ...] = ()
     """Commands run (as root, failures ignored) after the daemon ended, however it ended — systemd's
     ExecStopPost. keepalived killed by SIGKILL cannot release the VIP itself: this does."""

@@ -186,6 +186,9 @@ class Watchdog(Frozen):
     mode: Literal["off", "automatic", "required"] = "automatic"
     """``required``: Patroni refuses to lead without a working watchdog; ``automatic``: uses it if present."""
     device: str = "/dev/watchdog"
+    module: str | None = "softdog"
+    """Kernel module loaded before Patroni starts on servers (``None`` for a hardware watchdog whose
+    driver the system loads itself)."""
     safety_margin: Annotated[int, Field(ge=-1)] = 5
     """Seconds between the watchdog firing and the leader key expiring."""
 

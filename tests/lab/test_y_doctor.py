@@ -4,12 +4,15 @@ fix, then restores the cluster (and waits until doctor finds nothing again, so l
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from pgha import pki
 from pgha.cli import main
 from pgha.doctor import Finding, diagnose
 from pgha.lab.control import Lab
@@ -324,3 +327,116 @@ def test_ports_blocked_between_two_nodes(lab: Lab) -> None:
             assert f.fix.startswith(f"allow TCP {lab.spec.ports.restapi} from {src.name} to {dst.name}")
         finally:
             lab.transport.run(src, ["ip", "route", "del", "prohibit", f"{dst.address}/32"])
+
+
+def test_patroni_cannot_reach_etcd_with_another_ca(lab: Lab) -> None:
+    # A CA from another PKI on one node (a re-issued CA copied to one server only): Patroni's TLS
+    # handshake with etcd fails there, while the rest of the cluster is fine.
+    _, (replica, _) = roles(lab)
+    ca_path = layout(lab, replica).ca_crt
+    original = lab.transport.read_file(replica, ca_path)
+    assert original is not None
+    other_ca, _ = pki._new_ca("not-the-cluster-ca")
+    with restored(lab, 120):
+        try:
+            with open(ca_path, "wb") as fh:  # keeps the file's owner and mode
+                fh.write(other_ca.public_bytes(Encoding.PEM))
+            lab.stop(replica.name, "patroni")
+            lab.start(replica.name, "patroni")
+            f = the(wait_for(lab, "Patroni cut off from etcd named", with_code("patroni.no_dcs"), 90),
+                    "patroni.no_dcs")
+            assert replica.name in f.problem and "cannot reach etcd" in f.problem
+            assert f"etcd3.cacert {ca_path} is not the cluster CA (CA mismatch)" in f.fix
+            assert "etcd" in f.evidence.lower()  # Patroni's own log line, or its REST API silent
+        finally:
+            with open(ca_path, "wb") as fh:
+                fh.write(original)
+            lab.stop(replica.name, "patroni")
+            lab.start(replica.name, "patroni")
+
+
+def test_no_leader_while_etcd_is_healthy(lab: Lab) -> None:
+    # Patroni stopped everywhere (a rolling change gone wrong): etcd keeps its quorum, nobody leads.
+    leader, replicas = roles(lab)
+    order = [*replicas, leader]  # the leader last, so that no replica takes over meanwhile
+    with restored(lab, 120):
+        try:
+            for n in order:
+                lab.stop(n.name, "patroni")
+            found = wait_for(lab, "no leader named", with_code("patroni.no_leader"), 30)
+            f = the(found, "patroni.no_leader")
+            assert f.problem == "no leader elected (etcd is healthy)"
+            assert not any(x.code.startswith("etcd.") for x in found)
+            for n in order:
+                assert f"{n.name}: Patroni is stopped" in f.evidence and f"pgha lab start {n.name} patroni" in f.fix
+        finally:
+            for n in order:
+                lab.start(n.name, "patroni")
+
+
+def test_a_certificate_reissued_by_hand(lab: Lab) -> None:
+    # A server certificate re-issued by hand (cluster CA, but 10 days, only 127.0.0.1 as SAN) and its
+    # key left readable by all: doctor reads the files the services will load at their next restart.
+    _, (node, _) = roles(lab)
+    lay = layout(lab, node)
+    crt_path, key_path = lay.server_crt, lay.server_key
+    original_crt, original_key = lab.transport.read_file(node, crt_path), lab.transport.read_file(node, key_path)
+    assert original_crt is not None and original_key is not None
+    ca_crt, ca_key_path = pki.cert_paths(lab.state, pki.CA_NAME)
+    ca, ca_key, problems = pki._load_pair(ca_crt, ca_key_path)
+    assert ca is not None and ca_key is not None and not problems
+    leaf = pki.ExpectedCert("by-hand", node.name, ("IP:127.0.0.1",), ("serverAuth",))
+    cert, key = pki._issue_leaf(leaf, ca, ca_key, days=10)  # type: ignore[arg-type]
+    with restored(lab):
+        try:
+            with open(crt_path, "wb") as fh:
+                fh.write(cert.public_bytes(Encoding.PEM))
+            with open(key_path, "wb") as fh:
+                fh.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+            os.chmod(key_path, 0o644)
+            found = wait_for(lab, "certificate problems named",
+                             lambda fs: {"tls.expiry", "tls.sans", "files.mode"} <= {f.code for f in fs}, 15)
+            expiring = the(found, "tls.expiry")
+            assert crt_path in expiring.problem and node.name in expiring.problem and "days)" in expiring.evidence
+            sans = the(found, "tls.sans")
+            assert crt_path in sans.problem
+            assert f"IP:{node.address}" in sans.evidence and f"IP:{lab.spec.vip.address}" in sans.evidence
+            mode = next(f for f in found if f.code == "files.mode" and key_path in f.problem)
+            assert "0644" in mode.evidence and f"chmod 0600 {key_path}" in mode.fix
+            assert "pgha certs" in expiring.fix and "pgha certs" in sans.fix
+        finally:
+            with open(crt_path, "wb") as fh:
+                fh.write(original_crt)
+            with open(key_path, "wb") as fh:
+                fh.write(original_key)
+            os.chmod(key_path, 0o600)
+
+
+def test_one_etcd_member_down(lab: Lab) -> None:
+    _, (node, _) = roles(lab)
+    with restored(lab):
+        try:
+            lab.stop(node.name, "etcd")
+            found = wait_for(lab, "member down named", with_code("etcd.member_down"), 30)
+            f = the(found, "etcd.member_down")
+            assert node.member_name in f.problem and "quorum kept" in f.problem
+            assert f.fix == f"pgha lab start {node.name} etcd"
+            assert not any(x.code in ("etcd.quorum", "patroni.no_leader") for x in found)
+        finally:
+            lab.start(node.name, "etcd")
+
+
+def test_vip_not_answering_when_keepalived_is_down_everywhere(lab: Lab) -> None:
+    nodes = lab.spec.haproxy_nodes
+    with restored(lab):
+        try:
+            for n in nodes:
+                lab.stop(n.name, "keepalived")  # each stop releases the VIP (pgha's stop-post)
+            f = the(wait_for(lab, "VIP down named", with_code("vip.down"), 20), "vip.down")
+            assert str(lab.spec.vip.address) in f.problem and "held by nobody" in f.evidence
+            assert "keepalived running on no node" in f.evidence
+            for n in nodes:
+                assert f"pgha lab start {n.name} keepalived" in f.fix
+        finally:
+            for n in nodes:
+                lab.start(n.name, "keepalived")

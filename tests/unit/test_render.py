@@ -369,5 +369,17 @@ def test_watchdog_rendered_for_servers_and_never_for_the_lab() -> None:
     lab = build(spec, node, fake_certs(spec, node), SECRETS, root="/var/lib/pgha/x/nodes/postgres-01")
     lab_cfg = yaml.safe_load(next(f.content for f in lab.files if f.path.endswith("/etc/patroni/config.yml")))
     assert lab_cfg["watchdog"] == {"mode": "off"}
+    # Before Patroni starts on a server: the module loaded, the device handed to postgres (as root).
+    unit = text(plan, "/etc/systemd/system/patroni.service")
+    assert "ExecStartPre=-+/usr/sbin/modprobe softdog\n" in unit
+    assert "ExecStartPre=-+/usr/bin/chown postgres:postgres /dev/watchdog\n" in unit
+    assert not any("ExecStartPre" in f.content.decode() for f in lab.files if f.path.endswith(".service"))
+    data["watchdog"] = {"mode": "automatic", "module": None, "device": "/dev/watchdog1"}
+    hw = build(spec_mod.parse(data, "(t)"), node, fake_certs(spec, node), SECRETS)
+    hw_unit = text(hw, "/etc/systemd/system/patroni.service")
+    assert "modprobe" not in hw_unit and "chown postgres:postgres /dev/watchdog1" in hw_unit
+    data["watchdog"] = {"mode": "off"}
+    off = build(spec_mod.parse(data, "(t)"), node, fake_certs(spec, node), SECRETS)
+    assert "ExecStartPre" not in text(off, "/etc/systemd/system/patroni.service")
     assert spec_mod.parse(spec_mod.default_data(), "(t)").watchdog.mode == "automatic"
     assert spec_mod.parse(spec_mod.default_data(lab=True), "(t)").watchdog.mode == "off"

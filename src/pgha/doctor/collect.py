@@ -19,7 +19,7 @@ import psycopg
 import yaml
 from cryptography import x509
 
-from pgha.doctor.model import CertFact, Evidence, FileFact, NodeFacts, PgFact, PortFact
+from pgha.doctor.model import CertFact, Evidence, FileFact, NodeFacts, PgFact, PortFact, etcd3_section
 from pgha.layout import NodeLayout, StateLayout
 from pgha.pki import issued_by, san_strings
 from pgha.plan import CertFiles, build
@@ -236,6 +236,8 @@ def node_facts(spec: ClusterSpec, node: Node, creds: Credentials, transport: Tra
         api_error = None if api is not None else f"HTTP {code}"
     except httpx.HTTPError as exc:
         api_error = _short(exc)
+    etcd_ca_path = etcd3_section(config).get("cacert")
+    etcd_ca = transport.read_file(node, str(etcd_ca_path)) if etcd_ca_path else None
     return dataclasses.replace(
         facts,
         etcd_env=parse_env(env_raw.decode(errors="replace")) if env_raw is not None else None,
@@ -244,6 +246,7 @@ def node_facts(spec: ClusterSpec, node: Node, creds: Credentials, transport: Tra
         patroni_config=config, patroni_config_path=layout.patroni_config, pg_data=layout.pg_data,
         pg_hba=hba.decode(errors="replace") if hba is not None else None,
         patroni_api=api, patroni_api_error=api_error,
+        etcd3_ca_is_cluster_ca=(etcd_ca.strip() == cluster_ca.strip()) if etcd_ca and cluster_ca else None,
         pg=_pg(spec, node, creds, superuser_password(config)),
     )
 

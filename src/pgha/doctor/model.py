@@ -126,6 +126,12 @@ class PgFact:
     """Client addresses of pg_stat_replication rows (on a primary)."""
 
 
+def etcd3_section(config: dict[str, Any] | None) -> dict[str, Any]:
+    """Patroni's etcd settings (``etcd3``, or the older ``etcd`` section)."""
+    section = (config or {}).get("etcd3") or (config or {}).get("etcd") or {}
+    return section if isinstance(section, dict) else {}
+
+
 @dataclass(frozen=True)
 class NodeFacts:
     """Everything collected on one node."""
@@ -146,6 +152,8 @@ class NodeFacts:
     """The pg_hba.conf PostgreSQL runs with (in the data directory)."""
     patroni_api: dict[str, Any] | None = None
     patroni_api_error: str | None = None
+    etcd3_ca_is_cluster_ca: bool | None = None
+    """Whether the file Patroni's config names as etcd3.cacert is the cluster CA (None: not known)."""
     pg: PgFact | None = None
     clock_offset: float | None = None
     """Seconds the node's clock is ahead of the operator's; None if it could not be read."""

@@ -8,15 +8,10 @@ import os
 import time
 from typing import Any
 
-from pgha.doctor.model import Evidence, Finding, NodeFacts, Severity, last_line
+from pgha.doctor.model import Evidence, Finding, NodeFacts, Severity, etcd3_section, last_line
 from pgha.transport.base import ProcessInfo
 
 PG_ERRORS = ("FATAL:", "PANIC:", "could not", "invalid value", "private key file", "password authentication")
-
-
-def _etcd3(config: dict[str, Any] | None) -> dict[str, Any]:
-    section = (config or {}).get("etcd3") or (config or {}).get("etcd") or {}
-    return section if isinstance(section, dict) else {}
 
 
 def patroni_dcs(ev: Evidence) -> list[Finding]:
@@ -35,7 +30,7 @@ def patroni_dcs(ev: Evidence) -> list[Finding]:
         if not stale and not (f.patroni_api is None and line and "etcd" in line.lower()):
             continue
         causes = []
-        etcd3 = _etcd3(f.patroni_config)
+        etcd3 = etcd3_section(f.patroni_config)
         for key in ("cacert", "cert", "key"):
             path = etcd3.get(key)
             if not path:
@@ -46,9 +41,8 @@ def patroni_dcs(ev: Evidence) -> list[Finding]:
                 causes.append(f"etcd3.{key} {path} does not exist")
             elif fact is not None and fact.postgres_can_read is False:
                 causes.append(f"postgres cannot read etcd3.{key} {path}")
-        ca = next((c for c in f.certs if c.kind == "ca"), None)
-        if ca is not None and ca.same_as_cluster_ca is False:
-            causes.append(f"{ca.path} is not the cluster CA (CA mismatch)")
+        if f.etcd3_ca_is_cluster_ca is False:
+            causes.append(f"etcd3.cacert {etcd3.get('cacert')} is not the cluster CA (CA mismatch)")
         evidence = (f"dcs_last_seen {now - float(seen or 0):.0f} s ago (ttl {ttl} s)" if stale else
                     f"REST API: {f.patroni_api_error}") + (f"; log: {line}" if line else "")
         fix = ("; ".join(causes) + ": see the TLS findings for the exact fix" if causes else

@@ -10,6 +10,7 @@ def render_unit(service: Service, cluster: str) -> str:
     optional = "".join(f'Environment="{k}={v}"\n' for k, v in service.environment)
     optional += f"EnvironmentFile={service.env_file}\n" if service.env_file else ""
     optional += f"WorkingDirectory={service.working_dir}\n" if service.working_dir else ""
+    optional += "".join(f"ExecStartPre=-+{' '.join(cmd)}\n" for cmd in service.start_pre)
     return fill(
         "systemd.service",
         cluster=cluster,
