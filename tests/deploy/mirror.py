@@ -122,6 +122,21 @@ class Mirror:
                 for b in ("etcd", "etcdctl"):
                     tar.add(Path(tmp) / "usr/bin" / b, arcname=f"{top}/{b}")
 
+    def newer_tarball(self) -> Path:
+        """Another release of the same layout: the same binaries plus ``etcdutl`` (a copy of etcdctl, as
+        far as hashes go), so every server's binaries differ from it."""
+        newer = self.root / "newer" / self.tarball.name
+        newer.parent.mkdir()
+        top = self.tarball.name.removesuffix(".tar.gz")
+        with tarfile.open(self.tarball) as old, tarfile.open(newer, "w:gz") as tar:
+            for m in old.getmembers():
+                tar.addfile(m, old.extractfile(m))
+                if m.name == f"{top}/etcdctl":
+                    copy = tarfile.TarInfo(f"{top}/etcdutl")
+                    copy.size, copy.mode = m.size, m.mode
+                    tar.addfile(copy, old.extractfile(m))
+        return newer
+
     @property
     def tarball_sha256(self) -> str:
         return hashlib.sha256(self.tarball.read_bytes()).hexdigest()

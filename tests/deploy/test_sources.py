@@ -11,6 +11,7 @@ PostgreSQL 18 and etcd 3.6 themselves never ran here (no internet).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -110,6 +111,26 @@ def test_online_second_deploy_reports_no_changes(online_spec: Path) -> None:
     out = json.loads(res.stdout)
     assert not out["changed"], out["changes"]
     assert out["verify"]["passed"]
+
+
+def test_a_new_etcd_tarball_restarts_etcd_one_member_at_a_time(online_spec: Path, mirror: Mirror,
+                                                                machines: Machines) -> None:
+    newer = mirror.newer_tarball()
+    data = yaml.safe_load(online_spec.read_text())
+    data["deploy"]["etcd"].update(tarball=str(newer), sha256=hashlib.sha256(newer.read_bytes()).hexdigest())
+    spec = online_spec.with_name("cluster-newer-etcd.yml")
+    spec.write_text(spec_mod.dump(data))
+    pid = machines.ssh("postgres-01", "systemctl show -p MainPID --value etcd").strip()
+    t0 = time.monotonic()
+    res = pgha("deploy", "--spec", str(spec), "--format", "json")
+    FIGURES["deploy online: a new etcd tarball (3 rolling restarts)"] = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert out["verify"]["passed"], out["verify"]
+    restarted = {c["node"] for c in out["changes"] if c["kind"] == "restart" and c["what"].startswith("etcd")}
+    assert restarted == {n for n in machines.machines if n.startswith("postgres")}, out["changes"]
+    assert "etcdutl" in machines.ssh("postgres-01", "ls /usr/local/bin").split()
+    assert machines.ssh("postgres-01", "systemctl show -p MainPID --value etcd").strip() not in (pid, "0")
 
 
 def test_bundle_build_resolves_postgresql_from_the_pgdg_repository(online_spec: Path, mirror: Mirror,
