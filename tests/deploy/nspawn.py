@@ -252,12 +252,23 @@ class Machines:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
             time.sleep(0.1)
-        veth = m.veth
-        while sh("ip", "link", "show", veth, check=False).returncode == 0 and time.monotonic() < deadline:
+        # The veth goes with the machine's network namespace, which the kernel frees lazily (seconds
+        # under load): a veth left behind would make the next boot of this machine fail. Ours: deleted.
+        deadline = time.monotonic() + 5
+        while self._veth_exists(m) and time.monotonic() < deadline:
             time.sleep(0.1)
+        if self._veth_exists(m):
+            sh("ip", "link", "del", m.veth, check=False)
+            deadline = time.monotonic() + 10
+            while self._veth_exists(m) and time.monotonic() < deadline:
+                time.sleep(0.1)
         m.pid, m.proc = None, None
         (self.dir / f"{name}.pid").unlink(missing_ok=True)
         return True
+
+    @staticmethod
+    def _veth_exists(m: Machine) -> bool:
+        return sh("ip", "link", "show", m.veth, check=False).returncode == 0
 
     def wait_ssh(self, names: list[str], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
