@@ -81,6 +81,11 @@ def test_pgdg_source_files(tmp_path: Path) -> None:
     assert sources.apt_entries(spec, ha, "bookworm") == []
     assert "postgresql-15" in packages_for(spec, pg)  # the same names as from the distribution
     assert sources.keyring_path(b"\x99\x02\x0d") == "/etc/apt/keyrings/pgha-pgdg.gpg"
+    (tmp_path / "pgdg.gpg").write_bytes(b"\xc6\x33\x04")
+    binary = spec.model_copy(update={"deploy": spec.deploy.model_copy(  # type: ignore[union-attr]
+        update={"postgresql": spec.deploy.postgresql.model_copy(  # type: ignore[union-attr]
+            update={"keyring": str(tmp_path / "pgdg.gpg")})})})
+    assert sources.apt_entries(binary, pg, "bookworm")[0].path == "/etc/apt/keyrings/pgha-pgdg.gpg"
     bundled = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"packages": "bundle"})})  # type: ignore[union-attr]
     assert sources.apt_entries(bundled, pg, "bookworm") == []  # the bundle brings the .debs, not the source
     (tmp_path / "pgdg.key").write_text("not a key")

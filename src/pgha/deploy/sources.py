@@ -35,7 +35,8 @@ ETCD_BINARIES = ("etcd", "etcdctl", "etcdutl")
 
 
 def keyring_bytes(spec: ClusterSpec) -> bytes:
-    """The operator's PGDG key file (``deploy.postgresql.keyring``), read on this machine."""
+    """The operator's PGDG key file (``deploy.postgresql.keyring``), read on this machine: armored, or a
+    binary public-key packet (old format 0x98/0x99, new format 0xc6)."""
     assert spec.deploy is not None and spec.deploy.postgresql.keyring
     path = Path(spec.deploy.postgresql.keyring).expanduser()
     try:
@@ -44,7 +45,8 @@ def keyring_bytes(spec: ClusterSpec) -> bytes:
         raise UsageError(f"deploy.postgresql.keyring: cannot read {path}: {exc.strerror}",
                          hint="download the PGDG key (https://www.postgresql.org/media/keys/ACCC4CF8.asc), "
                               "check its fingerprint, and name the file") from None
-    if not data.lstrip().startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----") and data[:1] not in (b"\x99", b"\x98"):
+    armored = data.lstrip().startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    if not armored and data[:1] not in (b"\x99", b"\x98", b"\xc6"):
         raise UsageError(f"deploy.postgresql.keyring: {path} is not an OpenPGP public key (armored or binary)")
     return data
 
