@@ -65,7 +65,7 @@ class Operations:
                 return snap
             if time.monotonic() > deadline:
                 raise PghaError(f"{what}: not reached after {timeout:g} s",
-                                hint="see `pgha status` and `pgha lab logs NODE patroni`")
+                                hint="see `pgha status` and `pgha logs NODE patroni`")
             time.sleep(0.5)
 
     @staticmethod

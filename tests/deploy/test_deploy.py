@@ -127,6 +127,10 @@ def test_status_verify_and_switchover(spec_file: Path) -> None:
     assert new and new != old
     res = pgha("verify", "--spec", str(spec_file), "--format", "json")
     assert res.returncode == 0, res.stdout[-2000:]
+    # The new leader's Patroni, read from its journal over SSH: the switchover is in it.
+    logs = pgha("logs", "--spec", str(spec_file), new, "patroni", "-n", "200")
+    assert logs.returncode == 0 and logs.stdout.startswith("==> "), logs.stderr[-500:]
+    assert "promoted self to leader" in logs.stdout or "the leader with the lock" in logs.stdout, logs.stdout[-2000:]
 
 
 def test_kill_hold_keeps_a_service_down(spec_file: Path) -> None:
@@ -134,9 +138,17 @@ def test_kill_hold_keeps_a_service_down(spec_file: Path) -> None:
     spec = spec_mod.load(spec_file)
     node = spec.node("haproxy-03")
     with SshTransport(spec) as t:
+        healthy = pgha("doctor", "--spec", str(spec_file), "--format", "json")
+        assert healthy.returncode == 0 and json.loads(healthy.stdout)["findings"] == [], healthy.stdout[-2000:]
         t.kill(node, "haproxy", "KILL", hold=True)
         time.sleep(2.5)  # RestartSec=1: a restart would have happened by now
         assert not t.service_state(node, "haproxy").running
+        # pgha doctor over SSH names it, with the systemctl command that fixes it.
+        found = pgha("doctor", "--spec", str(spec_file), "--format", "json")
+        assert found.returncode == 3, found.stdout[-2000:] + found.stderr[-500:]
+        down = [f for f in json.loads(found.stdout)["findings"] if f["code"] == "service.haproxy_down"]
+        assert down and "haproxy-03" in down[0]["problem"], found.stdout[-2000:]
+        assert down[0]["fix"].endswith("systemctl start haproxy") and str(node.address) in down[0]["fix"]
         t.start(node, "haproxy")
         deadline = time.monotonic() + 10
         while not t.service_state(node, "haproxy").running and time.monotonic() < deadline:

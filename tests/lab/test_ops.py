@@ -219,3 +219,12 @@ def test_reset_force_rebuilds_a_working_cluster(lab: Lab, ops: Operations) -> No
         assert env["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
     report = verify(lab.spec, creds, lab.transport)
     assert [c.name for c in report.checks if not c.passed] == []
+
+
+def test_logs_of_a_node(lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["logs", "--spec", lab_spec_file, "postgres-01", "-n", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "==> postgres-01 etcd <==" in out and "==> postgres-01 patroni <==" in out
+    assert len(out.splitlines()) > 4
+    assert main(["logs", "--spec", lab_spec_file, "postgres-01", "haproxy"]) == 2
+    assert "postgres-01 runs no haproxy" in capsys.readouterr().err

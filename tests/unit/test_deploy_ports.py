@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,11 @@ def test_the_whole_check_on_loopback_with_listeners_and_a_foreign_holder(monkeyp
     except OSError as exc:
         pytest.skip(f"127.0.0.203:45432 not free here: {exc}")
     holder.listen(8)
+    # Another process on the same port of another address: not the holder of postgres-01's address.
+    decoy = subprocess.Popen([sys.executable, "-c", "import socket, time; s = socket.socket(); "
+                              "s.bind(('127.0.0.209', 45432)); s.listen(1); print('up', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
+    assert decoy.stdout is not None and decoy.stdout.readline().strip() == "up"
     pids: list[int] = []
     real_listen = ports._listen
 
@@ -100,6 +106,8 @@ def test_the_whole_check_on_loopback_with_listeners_and_a_foreign_holder(monkeyp
         report = ports.check(spec, Local())  # type: ignore[arg-type]
     finally:
         holder.close()
+        decoy.kill()
+        decoy.wait()
     assert not report.blocked, report.lines()
     assert len(report.facts) == 54
     assert report.listened["postgres-02"] == (42379, 42380, 45432, 48008)

@@ -10,6 +10,7 @@ import click
 from pgha import __version__
 from pgha import spec as spec_mod
 from pgha.cli.output import FORMATS, err
+from pgha.errors import UsageError
 from pgha.spec import ClusterSpec
 from pgha.transport.base import Transport
 
@@ -70,3 +71,16 @@ def require_transport(spec: ClusterSpec) -> Transport:
         Lab(spec).require_running()  # raises the lab's own message
         raise AssertionError("unreachable")
     return t
+
+
+def show_logs(transport: Transport, spec: ClusterSpec, node_name: str, service: str | None, lines: int) -> None:
+    """The last lines of a node's service logs (all its services by default): the lab's log files or
+    the servers' journal, through the Transport."""
+    node = spec.node(node_name)
+    services = transport.services_of(node)
+    if service is not None and service not in services:
+        raise UsageError(f"{node.name} runs no {service}", hint=f"its services: {', '.join(services)}")
+    for s in [service] if service else services:
+        click.echo(f"==> {node.name} {s} <==")
+        click.echo(transport.logs(node, s, lines))
+

@@ -6,9 +6,9 @@ import time
 
 import click
 
-from pgha.cli.common import cli, format_option, load_spec, spec_option, transport_for
+from pgha.cli.common import cli, format_option, load_spec, show_logs, spec_option, transport_for
 from pgha.cli.output import ConsoleReporter, emit, err, table
-from pgha.errors import CheckFailed, UsageError
+from pgha.errors import CheckFailed
 from pgha.lab.control import FAULT_SERVICES, Lab
 from pgha.probe import Credentials
 from pgha.probe.pg import dsn as make_dsn
@@ -100,13 +100,7 @@ def lab_status(spec_path: str | None, fmt: str) -> None:
 def lab_logs(spec_path: str | None, node: str, service: str | None, lines: int) -> None:
     """Show the last lines of a node's service logs (all its services by default)."""
     the_lab = _lab(spec_path)
-    n = the_lab.spec.node(node)
-    services = [service] if service else list(the_lab.transport.services_of(n))
-    for s in services:
-        if s not in the_lab.transport.services_of(n):
-            raise UsageError(f"{n.name} runs no {s}")
-        click.echo(f"==> {n.name} {s} <==")
-        click.echo(the_lab.transport.logs(n, s, lines))
+    show_logs(the_lab.transport, the_lab.spec, node, service, lines)
 
 
 def _fault(verb: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import yaml
 
-from pgha.cli.common import cli, format_option, load_spec, spec_option, transport_for
+from pgha.cli.common import cli, format_option, load_spec, require_transport, show_logs, spec_option, transport_for
 from pgha.cli.output import emit, err, table
 from pgha.lab.control import Lab
 from pgha.ops import Operations, parse_assignments
@@ -59,6 +59,17 @@ def _status_pretty(spec: ClusterSpec, snap: ClusterSnapshot) -> Any:
                  ", ".join(h.up("postgres_replicas"))) for h in snap.haproxy])
     holders = "not inspected" if snap.vip_holders is None else (", ".join(snap.vip_holders) or "[red]nobody[/]")
     return Group(members, etcd, ha, f"VIP {snap.vip_address}: held by {holders}")
+
+
+@cli.command("logs")
+@spec_option
+@click.argument("node")
+@click.argument("service", required=False)
+@click.option("-n", "--lines", default=50, show_default=True)
+def logs_cmd(spec_path: str | None, node: str, service: str | None, lines: int) -> None:
+    """Show the last lines of a node's service logs: the lab's, or the servers' journal over SSH."""
+    spec = load_spec(spec_path)
+    show_logs(require_transport(spec), spec, node, service, lines)
 
 
 @cli.command("status")

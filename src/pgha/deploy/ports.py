@@ -57,6 +57,8 @@ for p in ports:
         out[p] = {"state": "in use" if e.errno == errno.EADDRINUSE else "error", "error": e.strerror}
 
 def owner(port):
+    # Listening sockets on this port that hold this address: bound to it, or to every address.
+    here = {socket.inet_aton(addr), bytes(4)}
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -65,7 +67,13 @@ def owner(port):
             continue
         for row in rows:
             w = row.split()
-            if w[3] == "0A" and int(w[1].rsplit(":", 1)[1], 16) == port:
+            host, _, hport = w[1].partition(":")
+            if w[3] != "0A" or int(hport, 16) != port:
+                continue
+            raw = bytes.fromhex(host)
+            if len(raw) == 4:
+                raw = raw[::-1]  # /proc shows the IPv4 address as a little-endian word
+            if raw in here or raw == bytes(16):
                 inodes.add("socket:[%s]" % w[9])
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:

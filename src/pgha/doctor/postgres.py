@@ -140,7 +140,7 @@ def replica_not_streaming(ev: Evidence) -> list[Finding]:
                        "(postgresql.authentication.replication.password): on the leader, "
                        "ALTER ROLE replicator PASSWORD '<that password>'")
         out.append(Finding(f"replica {m.name} is not streaming from the leader {leader.name}", "; ".join(seen),
-                           " ; ".join(fix) or f"see `pgha lab logs {node.name} patroni` ; if its timeline "
+                           " ; ".join(fix) or f"see `pgha logs {node.name} patroni` ; if its timeline "
                            f"diverged: `pgha reinit {node.name}`", node=node.name, code="replication.not_streaming"))
     return out
 

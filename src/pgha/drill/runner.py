@@ -226,7 +226,7 @@ class DrillRunner:
             try:
                 t = self.wait("writes through the VIP after the fault", recovered, 120)
             except PghaError as exc:
-                raise PghaError(str(exc), hint="see `pgha status` and `pgha lab logs`",
+                raise PghaError(str(exc), hint="see `pgha status` and `pgha logs NODE`",
                                 details=self._stuck(vip)) from None
             result.writes_recovered_after_s = round(t - t0, 3)
             time.sleep(scenario.hold)

@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass
 
 from pgha.plan import DirEntry, FileEntry, NodePlan
+from pgha.service import SERVICES
 from pgha.spec import Node
 
 
@@ -38,6 +39,11 @@ class ServiceState:
 
 class Transport(abc.ABC):
     """A way to act on the nodes of one cluster."""
+
+    @staticmethod
+    def services_of(node: Node) -> tuple[str, ...]:
+        """The long-running services a node of this role runs."""
+        return SERVICES[:2] if node.is_postgres else SERVICES[2:]
 
     # -- commands and files -----------------------------------------------------------------
     @abc.abstractmethod

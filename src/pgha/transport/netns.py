@@ -19,7 +19,6 @@ from pgha.lab.network import LabNames
 from pgha.lab.supervision import Supervisor, program_name
 from pgha.layout import StateLayout
 from pgha.plan import DirEntry, FileEntry, NodePlan
-from pgha.service import SERVICES
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.base import CommandResult, FileStat, ProcessInfo, ServiceState, Transport, completed
 
@@ -165,9 +164,6 @@ class NetnsTransport(Transport):
         from pgha.lab.network import LabNetwork
 
         LabNetwork(self.spec).heal(node)
-
-    def services_of(self, node: Node) -> tuple[str, ...]:
-        return SERVICES[:2] if node.is_postgres else SERVICES[2:]
 
     # -- inspection (doctor) ----------------------------------------------------------------------
     def file_stat(self, node: Node, path: str) -> FileStat | None:

@@ -30,7 +30,6 @@ import asyncssh
 
 from pgha.errors import PghaError
 from pgha.plan import SYSTEM_USERS, DirEntry, FileEntry, NodePlan
-from pgha.service import SERVICES
 from pgha.spec import ClusterSpec, Node, SshTarget
 from pgha.transport import files_helper
 from pgha.transport.base import CommandResult, ServiceState, Transport
@@ -278,9 +277,6 @@ class SshTransport(Transport):
                             "installs the packages first")
 
     # -- services (systemd) ----------------------------------------------------------------------
-    def services_of(self, node: Node) -> tuple[str, ...]:
-        return SERVICES[:2] if node.is_postgres else SERVICES[2:]
-
     def install_services(self, plans: list[NodePlan]) -> None:
         """daemon-reload and enable every service of the plans (the unit files are plan files)."""
         def one(plan: NodePlan) -> None:
