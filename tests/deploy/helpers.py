@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -27,3 +29,14 @@ def changed_spec(spec_file: Path, **parameters: object) -> Path:
 def pgha(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """The real CLI, as an operator runs it."""
     return subprocess.run([PGHA, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_deploy_changes_nothing(spec_file: Path, figure: str) -> None:
+    """Deploy again: it must report no changes and verify must pass; its time is recorded as ``figure``."""
+    t0 = time.monotonic()
+    res = pgha("deploy", "--spec", str(spec_file), "--format", "json")
+    FIGURES[figure] = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert not out["changed"], out["changes"]
+    assert out["verify"]["passed"]

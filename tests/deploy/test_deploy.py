@@ -20,7 +20,7 @@ from pgha.ops import Operations
 from pgha.probe import Credentials
 from pgha.spec import Node
 from pgha.transport.ssh import SshError, SshTransport
-from tests.deploy.helpers import FIGURES, changed_spec, pgha
+from tests.deploy.helpers import FIGURES, assert_deploy_changes_nothing, changed_spec, pgha
 from tests.deploy.nspawn import SUBNET, Machines
 
 pytestmark = pytest.mark.deploy
@@ -76,13 +76,7 @@ def test_deploy_from_nothing(spec_file: Path, machines: Machines) -> None:
 
 
 def test_second_deploy_reports_no_changes(spec_file: Path) -> None:
-    t0 = time.monotonic()
-    res = pgha("deploy", "--spec", str(spec_file), "--format", "json")
-    FIGURES["deploy again (no changes)"] = time.monotonic() - t0
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout)
-    assert not out["changed"], out["changes"]
-    assert out["verify"]["passed"]
+    assert_deploy_changes_nothing(spec_file, "deploy again (no changes)")
 
 
 def test_dry_run_shows_the_diff_and_changes_nothing(spec_file: Path, machines: Machines) -> None:

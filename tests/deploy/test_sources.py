@@ -25,7 +25,7 @@ from pgha import spec as spec_mod
 from pgha.deploy.bundle import build as build_bundle
 from pgha.deploy.bundle import pgdg_apt_options
 from pgha.errors import PghaError
-from tests.deploy.helpers import FIGURES, pgha
+from tests.deploy.helpers import FIGURES, assert_deploy_changes_nothing, pgha
 from tests.deploy.mirror import Mirror
 from tests.deploy.nspawn import Machines, spec_data
 
@@ -104,13 +104,7 @@ def test_online_deploy_from_nothing_pgdg_and_etcd_tarball(online_spec: Path, mir
 
 
 def test_online_second_deploy_reports_no_changes(online_spec: Path) -> None:
-    t0 = time.monotonic()
-    res = pgha("deploy", "--spec", str(online_spec), "--format", "json")
-    FIGURES["deploy online again (no changes)"] = time.monotonic() - t0
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout)
-    assert not out["changed"], out["changes"]
-    assert out["verify"]["passed"]
+    assert_deploy_changes_nothing(online_spec, "deploy online again (no changes)")
 
 
 def test_a_new_etcd_tarball_restarts_etcd_one_member_at_a_time(online_spec: Path, mirror: Mirror,
