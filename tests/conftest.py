@@ -10,12 +10,15 @@ import pytest
 from pgha import spec as spec_mod
 from pgha.spec import ClusterSpec
 
-LAB_NAME = "pgha-ci"
+LAB_NAME = os.environ.get("PGHA_TEST_LAB_NAME", "pgha-ci")
+LAB_SUBNET = os.environ.get("PGHA_TEST_LAB_SUBNET")
+"""Two test runs can share the machine with another name and subnet, e.g.
+``PGHA_TEST_LAB_NAME=pgha-h1 PGHA_TEST_LAB_SUBNET=10.203.11.0/24`` (defaults: pgha-ci, 10.203.0.0/24)."""
 
 
 def lab_spec() -> ClusterSpec:
     """The default lab topology under its own cluster name (its own namespaces and state dir)."""
-    return spec_mod.parse(spec_mod.default_data(lab=True, name=LAB_NAME), "(test lab spec)")
+    return spec_mod.parse(spec_mod.default_data(lab=True, name=LAB_NAME, subnet=LAB_SUBNET), "(test lab spec)")
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +45,5 @@ def lab() -> Iterator[object]:
 def lab_spec_file(lab: object, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The test lab's spec as a file, for CLI calls (`--spec FILE`)."""
     path = tmp_path_factory.mktemp("spec") / "cluster.yml"
-    path.write_text(spec_mod.dump(spec_mod.default_data(lab=True, name=LAB_NAME)))
+    path.write_text(spec_mod.dump(spec_mod.default_data(lab=True, name=LAB_NAME, subnet=LAB_SUBNET)))
     return str(path)

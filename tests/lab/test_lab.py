@@ -97,7 +97,7 @@ def test_dsn_works_with_psql(lab: Lab, capsys: pytest.CaptureFixture[str]) -> No
 
     spec_file = lab.state.root / "spec-for-test.yml"
     from pgha import spec as spec_mod
-    spec_file.write_text(spec_mod.dump(spec_mod.default_data(lab=True, name=c.LAB_NAME)))
+    spec_file.write_text(spec_mod.dump(spec_mod.default_data(lab=True, name=c.LAB_NAME, subnet=c.LAB_SUBNET)))
     assert main(["dsn", "--vip", "--spec", str(spec_file)]) == 0
     dsn = capsys.readouterr().out.strip()
     assert "sslmode=verify-full" in dsn
@@ -164,7 +164,7 @@ def test_missing_prerequisite_is_named(lab: Lab) -> None:
     from pgha import spec as spec_mod
     from pgha.errors import MissingPrerequisite
 
-    data = spec_mod.default_data(lab=True, name="pgha-ci-missing")
+    data = spec_mod.default_data(lab=True, name=c.LAB_NAME + "-missing", subnet=c.LAB_SUBNET)
     data["paths"] = {"patroni_venv": "/nonexistent/patroni-venv"}
     broken = Lab(spec_mod.parse(data))
     with pytest.raises(MissingPrerequisite) as info:
