@@ -20,13 +20,12 @@ from pgha import spec as spec_mod
 from pgha.lab.control import Lab
 from pgha.ops import Operations
 from pgha.probe import Credentials
+from pgha.probe.pg import client_env
 
 
-def pgbench(bin_dir: str, host: str, port: int, creds: Credentials, *args: str) -> str:
-    env = {**os.environ, "PGPASSWORD": creds.secrets.superuser_password, "PGSSLMODE": "verify-full",
-           "PGSSLROOTCERT": str(creds.ca), "PGUSER": "postgres", "PGDATABASE": "postgres"}
+def pgbench(bin_dir: str, host: str, port: int, env: dict[str, str], *args: str) -> str:
     proc = subprocess.run([f"{bin_dir}/pgbench", "-h", host, "-p", str(port), *args],
-                          env=env, capture_output=True, text=True, check=False)
+                          env={**os.environ, **env}, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"pgbench failed: {proc.stderr.strip()}")
     return proc.stdout
@@ -56,12 +55,13 @@ def main(argv: list[str]) -> None:
         assert snap.leader is not None
         primary = str(spec.node(snap.leader.name).address)
         vip, port, bin_dir = str(spec.vip.address), spec.ports.postgresql, spec.pg_bin_dir
-        pgbench(bin_dir, vip, port, creds, "-i", "-q", "-s", str(args.scale))
+        env = client_env(spec, creds)  # the password in a passfile, never on pgbench's command line
+        pgbench(bin_dir, vip, port, env, "-i", "-q", "-s", str(args.scale))
         run = ["-T", str(args.seconds), "-c", str(args.clients), "-j", "2", "-n"]
         results: dict[str, list[float]] = {"VIP": [], "direct": []}
         for i in range(args.rounds):
             for path, host in (("VIP", vip), ("direct", primary)):
-                results[path].append(tps(pgbench(bin_dir, host, port, creds, *run)))
+                results[path].append(tps(pgbench(bin_dir, host, port, env, *run)))
                 print(f"round {i + 1}: {path:<6} {results[path][-1]:8.1f} tps", flush=True)
     finally:
         lab.down()

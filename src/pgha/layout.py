@@ -132,6 +132,7 @@ class StateLayout:
     state_dir/
       pki/          ca.crt ca.key (0600), etcd-nodeN.{crt,key}, server-<node>.{crt,key}, client.{crt,key}
       secrets.yml   generated passwords (0600)
+      pgpass        libpq's password file for `pgha dsn` / `pgha psql` (0600)
       rendered/     the last `pgha render` output, DIR/<node>/<absolute path>
       nodes/<node>/ the lab's per-node root filesystem (etc/, var/lib/...)
       supervisor/   the lab's supervisord config, socket, pid file
@@ -147,6 +148,10 @@ class StateLayout:
     @property
     def secrets(self) -> Path:
         return self.root / "secrets.yml"
+
+    @property
+    def passfile(self) -> Path:
+        return self.root / "pgpass"
 
     @property
     def nodes(self) -> Path:

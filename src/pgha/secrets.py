@@ -124,6 +124,19 @@ def _validated(data: dict[str, Any], path: Path) -> Secrets:
     return Secrets(**{key: data[key] for key in _GENERATORS})
 
 
+def ensure_passfile(state: StateLayout, users: dict[str, str]) -> Path:
+    """libpq's password file (``passfile=``) for the given user -> password, owner-only (0600).
+
+    A DSN that names it carries no password: nothing secret reaches a command line or a terminal.
+    """
+    path = state.passfile
+    data = "".join(f"*:*:*:{user}:{password}\n" for user, password in users.items()).encode()
+    if not path.exists() or path.read_bytes() != data or path.stat().st_mode & 0o077:
+        make_private_dir(path.parent)
+        write_atomic(path, data, 0o600)
+    return path
+
+
 def load_secrets(state: StateLayout) -> Secrets:
     """Read the stored credentials; :class:`PghaError` if there are none yet or they are invalid."""
     path = state.secrets

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import tests.conftest as c
 from pgha.cli import main
 from pgha.lab.control import Lab
 from pgha.probe import Credentials, pg
@@ -92,13 +93,8 @@ def test_write_via_vip_read_on_each_replica(lab: Lab) -> None:
     assert rows == [(True,)]
 
 
-def test_dsn_works_with_psql(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
-    import tests.conftest as c
-
-    spec_file = lab.state.root / "spec-for-test.yml"
-    from pgha import spec as spec_mod
-    spec_file.write_text(spec_mod.dump(spec_mod.default_data(lab=True, name=c.LAB_NAME, subnet=c.LAB_SUBNET)))
-    assert main(["dsn", "--vip", "--spec", str(spec_file)]) == 0
+def test_dsn_works_with_psql(lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dsn", "--vip", "--spec", lab_spec_file]) == 0
     dsn = capsys.readouterr().out.strip()
     assert "sslmode=verify-full" in dsn
     out = subprocess.run(["psql", dsn, "-Atc", "select pg_is_in_recovery()"], capture_output=True, text=True)

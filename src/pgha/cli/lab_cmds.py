@@ -1,7 +1,8 @@
-"""pgha lab up|down|status|logs|kill|stop|start|isolate|heal, pgha verify, pgha dsn."""
+"""pgha lab up|down|status|logs|kill|stop|start|isolate|heal, pgha verify, pgha dsn, pgha psql."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import click
@@ -11,7 +12,7 @@ from pgha.cli.output import ConsoleReporter, emit, err, table
 from pgha.errors import CheckFailed
 from pgha.lab.control import FAULT_SERVICES, Lab
 from pgha.probe import Credentials
-from pgha.probe.pg import dsn as make_dsn
+from pgha.probe.pg import client_dsn, psql_argv
 from pgha.spec import ClusterSpec
 from pgha.verify import Report, verify
 
@@ -58,7 +59,7 @@ def lab_up(spec_path: str | None, fmt: str, no_verify: bool) -> None:
               f"({len(timings.steps)} steps); VIP {the_lab.spec.vip.address}:{the_lab.spec.ports.postgresql}")
     if not no_verify:
         run_verify(the_lab.spec, fmt, the_lab)
-    err.print('connect: psql "$(pgha dsn --vip)"')
+    err.print('connect: pgha psql  (or psql "$(pgha dsn --vip)": the password stays in a 0600 passfile)')
 
 
 @lab.command("down")
@@ -156,20 +157,35 @@ def verify_cmd(spec_path: str | None, fmt: str) -> None:
         raise CheckFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
 
 
+def _target(fn):  # type: ignore[no-untyped-def]
+    """The options shared by `pgha dsn` and `pgha psql`: where to connect, as whom."""
+    for option in reversed([
+        spec_option,
+        click.option("--vip", "target", flag_value="vip", default=True, help="Through the VIP (the primary)."),
+        click.option("--replicas", "target", flag_value="replicas", help="Through the VIP's read-only port."),
+        click.option("--node", "node", default=None, help="Directly to one PostgreSQL node."),
+        click.option("--dbname", default="postgres", show_default=True),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 @cli.command("dsn")
-@spec_option
-@click.option("--vip", "target", flag_value="vip", default=True, help="Through the VIP (the primary).")
-@click.option("--replicas", "target", flag_value="replicas", help="Through the VIP's read-only port.")
-@click.option("--node", "node", default=None, help="Directly to one PostgreSQL node.")
-@click.option("--dbname", default="postgres", show_default=True)
-def dsn_cmd(spec_path: str | None, target: str, node: str | None, dbname: str) -> None:
+@_target
+@click.option("--with-password", is_flag=True,
+              help="Put the password in the DSN (default: a passfile= of the state directory, mode 0600).")
+def dsn_cmd(spec_path: str | None, target: str, node: str | None, dbname: str, with_password: bool) -> None:
     """Print a libpq DSN (verify-full against the CA): psql "$(pgha dsn --vip)"."""
     spec = load_spec(spec_path, lab_fallback=True)
-    creds = Credentials.of(spec)
-    if node:
-        host, port = str(spec.node(node).address), spec.ports.postgresql
-    elif target == "replicas":
-        host, port = str(spec.vip.address), spec.ports.postgresql_replicas
-    else:
-        host, port = str(spec.vip.address), spec.ports.postgresql
-    click.echo(make_dsn(host, port, creds, dbname=dbname, connect_timeout=5))
+    click.echo(client_dsn(spec, Credentials.of(spec), node=node, replicas=target == "replicas", dbname=dbname,
+                          with_password=with_password))
+
+
+@cli.command("psql", context_settings={"ignore_unknown_options": True})
+@_target
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def psql_cmd(spec_path: str | None, target: str, node: str | None, dbname: str, args: tuple[str, ...]) -> None:
+    """Run psql against the cluster (verify-full; the password from a 0600 passfile): pgha psql -- -c 'select 1'."""
+    spec = load_spec(spec_path, lab_fallback=True)
+    argv = psql_argv(spec, Credentials.of(spec), args, node=node, replicas=target == "replicas", dbname=dbname)
+    os.execv(argv[0], argv)  # psql takes over the terminal (Ctrl-C cancels its query, not pgha)

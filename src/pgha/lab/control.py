@@ -88,12 +88,25 @@ class Lab:
                 self.down(keep_pki=True)
         with orch.step("network: bridge and namespaces"):
             self.network.create()
-            self.state.nodes.mkdir(parents=True, exist_ok=True)
-            self.state.root.chmod(0o755)
         with orch.step("PKI and secrets"):
             ensure_pki(self.spec, self.state)
             plans = self.plans()
+            self._restrict(plans)
         return orch.bring_up(plans)
+
+    def _restrict(self, plans: list[NodePlan]) -> None:
+        """Local users see nothing of the state directory: root's alone, except that each node's root
+        can be entered by the users that node's services run as (an ACL), as on its own server."""
+        self.state.nodes.mkdir(parents=True, exist_ok=True)
+        for d in (self.state.root, self.state.nodes):
+            d.chmod(0o711)  # entered on the way to a node root; listed by root only
+        for plan in plans:
+            self.transport.ensure_users(plan.node, plan.users)
+            root = self.state.node_root(plan.node)
+            root.mkdir(mode=0o700, exist_ok=True)
+            root.chmod(0o700)
+            subprocess.run(["setfacl", "-m", ",".join(f"u:{u}:x" for u in plan.users), str(root)],
+                           check=True, capture_output=True)
 
     def _check_subnet_free(self) -> None:
         """Another lab (another cluster name) on the same subnet would fight over addresses."""

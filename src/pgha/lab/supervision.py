@@ -27,6 +27,9 @@ from pgha.layout import StateLayout
 from pgha.service import Service
 from pgha.spec import Node
 
+PRIVATE_UMASK = 0o077
+"""supervisord's umask: the log files it creates are readable by root only."""
+
 
 def program_name(node: Node, service: str) -> str:
     return f"{node.name}--{service}"
@@ -62,7 +65,10 @@ def _program(name: str, wrapper: Path, log: Path, service: Service) -> str:
         "startretries=1000",
         f"stopsignal={service.stop_signal}",
         f"stopwaitsecs={service.stop_timeout}",
+        "directory=/",  # not supervisord's own (private) directory; the wrapper enters the working_dir
         # KillMode=process (Patroni): signal the main process only; it stops PostgreSQL itself.
+        # supervisord runs with umask 077 (its logs are private); a daemon gets systemd's default.
+        "umask=022",
         f"stopasgroup={'false' if service.kill_mode == 'process' else 'true'}",
         f"killasgroup={'false' if service.kill_mode == 'process' else 'true'}",
         "redirect_stderr=true",
@@ -87,11 +93,16 @@ class Supervisor:
     def write_config(self, programs: list[tuple[Node, str, Service]]) -> None:
         """programs: (node, netns, service) for every service of the lab."""
         bindir = self.dir / "bin"
-        bindir.mkdir(parents=True, exist_ok=True)
-        self.state.logs.mkdir(parents=True, exist_ok=True)
+        for private in (self.dir, bindir, self.state.logs):
+            private.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private.chmod(0o700)
+        # Logs may hold what a daemon printed about credentials: owner-only, also those kept from before.
+        for log in self.state.logs.iterdir():
+            log.chmod(0o600)
         parts = [
             "[unix_http_server]", f"file={self.socket}", "chmod=0700", "",
             "[supervisord]", f"pidfile={self.pidfile}", f"logfile={self.state.logs / 'supervisord.log'}",
+            f"umask={PRIVATE_UMASK:03o}",
             "logfile_maxbytes=5MB", "loglevel=info", f"directory={self.dir}", "minfds=1024", "",
             "[rpcinterface:supervisor]",
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
@@ -104,7 +115,7 @@ class Supervisor:
             wrapper = bindir / f"{name}.sh"
             self.hold_file(name).unlink(missing_ok=True)
             wrapper.write_text(_wrapper(netns, service, self.hold_file(name)))
-            wrapper.chmod(0o755)
+            wrapper.chmod(0o700)
             parts.append(_program(name, wrapper, self.state.log_file(node, service.name), service))
         if stop_post:
             table = self.dir / "stop-post.json"
@@ -142,8 +153,10 @@ class Supervisor:
             self.rpc.supervisor.reloadConfig()
             return
         self.socket.unlink(missing_ok=True)
+        # The umask from the start: supervisord opens its own log before it applies its `umask=`.
         proc = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=30,
+                              preexec_fn=lambda: os.umask(PRIVATE_UMASK))
         if proc.returncode != 0:
             raise PghaError(f"supervisord did not start: {proc.stderr.strip() or proc.stdout.strip()}")
         deadline = time.monotonic() + 10

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from pgha.errors import MissingPrerequisite
+from pgha.layout import StateLayout
 from pgha.probe import Credentials
+from pgha.secrets import ensure_passfile
+from pgha.spec import ClusterSpec
 
 
 def dsn(host: str, port: int, creds: Credentials, *, dbname: str = "postgres", user: str = "postgres",
-        sslmode: str = "verify-full", connect_timeout: int = 3) -> str:
-    password = creds.secrets.superuser_password
-    return (f"host={host} port={port} dbname={dbname} user={user} password={password} "
+        sslmode: str = "verify-full", connect_timeout: int = 3, passfile: str | None = None) -> str:
+    """A libpq DSN; with ``passfile`` it names libpq's password file instead of holding the password."""
+    secret = f"passfile={passfile}" if passfile else f"password={creds.secrets.superuser_password}"
+    return (f"host={host} port={port} dbname={dbname} user={user} {secret} "
             f"sslmode={sslmode} sslrootcert={creds.ca} connect_timeout={connect_timeout}")
 
 
@@ -26,3 +33,37 @@ def query(host: str, port: int, creds: Credentials, sql: str, params: Any = None
     with connect(host, port, creds, **kw) as conn, conn.cursor() as cur:
         cur.execute(sql, params)
         return list(cur.fetchall()) if cur.description else []
+
+
+def endpoint(spec: ClusterSpec, node: str | None = None, replicas: bool = False) -> tuple[str, int]:
+    """Where a client connects: one PostgreSQL node, the VIP's read-only port, or the VIP (the primary)."""
+    if node:
+        return str(spec.node(node).address), spec.ports.postgresql
+    return str(spec.vip.address), spec.ports.postgresql_replicas if replicas else spec.ports.postgresql
+
+
+def _passfile(spec: ClusterSpec, creds: Credentials) -> str:
+    return str(ensure_passfile(StateLayout(spec.state_dir), {"postgres": creds.secrets.superuser_password}))
+
+
+def client_env(spec: ClusterSpec, creds: Credentials) -> dict[str, str]:
+    """libpq's environment for a client tool (pgbench): the passfile, verify-full against the CA, the login."""
+    return {"PGPASSFILE": _passfile(spec, creds), "PGSSLMODE": "verify-full", "PGSSLROOTCERT": creds.ca,
+            "PGUSER": "postgres", "PGDATABASE": "postgres"}
+
+
+def client_dsn(spec: ClusterSpec, creds: Credentials, *, node: str | None = None, replicas: bool = False,
+               dbname: str = "postgres", with_password: bool = False) -> str:
+    """The DSN `pgha dsn` prints: the password in a 0600 passfile of the state directory unless asked for."""
+    passfile = None if with_password else _passfile(spec, creds)
+    host, port = endpoint(spec, node, replicas)
+    return dsn(host, port, creds, dbname=dbname, connect_timeout=5, passfile=passfile)
+
+
+def psql_argv(spec: ClusterSpec, creds: Credentials, args: tuple[str, ...], **target: Any) -> list[str]:
+    """psql with the cluster's DSN (password in the passfile, never on the command line) and ``args``."""
+    found = Path(spec.pg_bin_dir) / "psql"
+    psql = str(found) if found.exists() else shutil.which("psql")
+    if psql is None:
+        raise MissingPrerequisite("psql is not installed", hint="apt-get install postgresql-client")
+    return [psql, client_dsn(spec, creds, **target), *args]
