@@ -5,3 +5,4 @@ The flow: ``cluster.yml`` → :class:`pgha.spec.ClusterSpec` → PKI and secrets
 """
 
 __version__ = "0.1.0"
+DEFAULT_SPEC_FILE = "cluster.yml"

@@ -4,7 +4,8 @@
     ├── SpecError        (exit 2) cluster.yml is unreadable or invalid: file, field, problem
     ├── UsageError       (exit 2) a command was called wrongly (unknown node, missing lab)
     ├── MissingPrerequisite (exit 4) this machine lacks something: a package, root, namespaces
-    └── CheckFailed      (exit 3) verify/doctor found problems (the report was already printed)
+    ├── CheckFailed      (exit 3) verify/doctor found problems (the report was already printed)
+    └── Interrupted      (exit 130) ^C, or a question answered "no"
 
 The CLI turns any of them into a message and an exit code, never a traceback.
 """
@@ -56,6 +57,12 @@ class CheckFailed(PghaError):
     """A verification found problems; the report has already been printed."""
 
     exit_code = 3
+
+
+class Interrupted(PghaError):
+    """The user stopped the command: ^C, or "no" to a confirmation."""
+
+    exit_code = 130
 
 
 class StepFailed(PghaError):

@@ -33,10 +33,15 @@ class Operations:
     def api(self, node: Node) -> PatroniApi:
         return PatroniApi(self.spec, node, self.creds)
 
-    def member(self, snap: ClusterSnapshot, name: str) -> PatroniMember:
+    def pg_node(self, name: str) -> Node:
+        """A PostgreSQL node of the spec by node or member name; UsageError for any other name."""
         node = self.spec.node(name)
         if not node.is_postgres:
             raise UsageError(f"{node.name} is not a PostgreSQL node")
+        return node
+
+    def member(self, snap: ClusterSnapshot, name: str) -> PatroniMember:
+        node = self.pg_node(name)
         for m in snap.members:
             if m.name == node.member_name:
                 return m
@@ -101,6 +106,8 @@ class Operations:
         return cand
 
     def switchover(self, candidate: str | None = None, at: str | None = None, timeout: float = 60) -> str:
+        if candidate:
+            self.pg_node(candidate)  # a wrong name is named before the cluster is asked anything
         snap = self.snapshot()
         if snap.paused:
             raise UsageError("the cluster is paused: a switchover would not be followed by Patroni's care",
@@ -123,6 +130,7 @@ class Operations:
                 f"{leader.name} streams from it")
 
     def failover(self, candidate: str, timeout: float = 60) -> str:
+        self.pg_node(candidate)
         snap = self.snapshot()
         cand = self.member(snap, candidate)
         if not cand.is_running:
@@ -143,6 +151,8 @@ class Operations:
             "cluster resumed: automatic failover is on"
 
     def restart(self, nodes: list[str], pending_only: bool = False, timeout: float = 120) -> str:
+        for name in nodes:
+            self.pg_node(name)
         snap = self.snapshot()
         done = []
         for name in nodes:
@@ -163,6 +173,7 @@ class Operations:
         return f"configuration reloaded on {len(self.spec.postgres_nodes)} nodes"
 
     def reinit(self, name: str, timeout: float = 180) -> str:
+        self.pg_node(name)
         snap = self.snapshot()
         m = self.member(snap, name)
         if m.is_leader:
@@ -264,7 +275,7 @@ class Operations:
         return list(body)
 
     def metrics(self, name: str) -> str:
-        node = self.spec.node(name)
+        node = self.pg_node(name)
         code, body = self.api(node).get("/metrics")
         self._expect(code, body, "reading metrics")
         return str(body)

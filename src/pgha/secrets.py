@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from pgha.errors import PghaError
+from pgha.errors import MissingPrerequisite, PghaError
 from pgha.layout import StateLayout
 
 PASSWORD_LENGTH = 24
@@ -141,7 +141,7 @@ def load_secrets(state: StateLayout) -> Secrets:
     """Read the stored credentials; :class:`PghaError` if there are none yet or they are invalid."""
     path = state.secrets
     if not path.exists():
-        raise PghaError(f"no generated secrets at {path}", hint=_HINT)
+        raise MissingPrerequisite(f"no generated secrets at {path}", hint=_HINT)
     return _validated(_read(path), path)
 
 

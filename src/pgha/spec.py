@@ -18,9 +18,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from pgha import DEFAULT_SPEC_FILE
 from pgha.errors import SpecError, UsageError
 
-DEFAULT_SPEC_FILE = "cluster.yml"
 STATE_ROOT = Path(os.environ.get("PGHA_STATE_ROOT") or (
     "/var/lib/pgha" if os.geteuid() == 0 else Path.home() / ".local/state/pgha"))
 """Where each cluster's state directory lives (the lab needs root, so /var/lib/pgha for it)."""

@@ -29,7 +29,7 @@ class Check:
 
 
 @dataclass(frozen=True)
-class Report:
+class VerifyReport:
     checks: tuple[Check, ...]
     seconds: float
 
@@ -56,7 +56,7 @@ class Verifier:
         self.vip = str(spec.vip.address)
         self.port = spec.ports.postgresql
 
-    def run(self) -> Report:
+    def run(self) -> VerifyReport:
         t0 = time.monotonic()
         snap = take(self.spec, self.creds, self.transport)
         n_pg = len(self.spec.postgres_nodes)
@@ -81,7 +81,7 @@ class Verifier:
             _guard("TLS: verify-full through the VIP", "connection with sslmode=verify-full against the CA",
                    self.verify_full),
         ]
-        return Report(tuple(checks), time.monotonic() - t0)
+        return VerifyReport(tuple(checks), time.monotonic() - t0)
 
     # -- the checks ---------------------------------------------------------------------------
     def etcd_health(self, snap: ClusterSnapshot) -> tuple[bool, str]:
@@ -177,5 +177,5 @@ class Verifier:
         ssl_on, version = row if row else (False, None)
         return bool(ssl_on), f"sslmode=verify-full ok, ssl={ssl_on}, protocol={version}"
 
-def verify(spec: ClusterSpec, creds: Credentials, transport: Transport | None = None) -> Report:
+def verify(spec: ClusterSpec, creds: Credentials, transport: Transport | None = None) -> VerifyReport:
     return Verifier(spec, creds, transport).run()

@@ -147,6 +147,36 @@ def test_isolate_and_heal_a_replica(lab: Lab) -> None:
                and all(m.state == "streaming" for m in s.replicas) and len(s.replicas) == 2, 60)
 
 
+def test_crash_is_a_power_cut_until_lab_start(lab: Lab, lab_spec_file: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`pgha lab crash NODE` on the leader's node: etcd, Patroni and the postmaster SIGKILLed and held
+    down (the restart policy does not bring them back), a new leader is elected; `pgha lab start NODE`
+    brings every service back and the old leader streams from the new one."""
+    from pgha.ops import Operations
+
+    creds = Credentials.of(lab.spec)
+    old = lab.spec.node(take(lab.spec, creds).leader.name)  # type: ignore[union-attr]
+    assert main(["lab", "crash", old.name, "--spec", lab_spec_file]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert said.startswith(f"{old.name} crashed: SIGKILL patroni (pid ") and "postmaster (pid" in said
+    assert "etcd (pid" in said and said.endswith(f"held down until `pgha lab start {old.name}`")
+    try:
+        new = wait_until(lambda: (s := take(lab.spec, creds)).leader and s.leader.name != old.member_name
+                         and s.leader.name, lab.spec.dcs.ttl + 30)
+        # Long after the kill (a ttl): nothing of the node came back by itself.
+        assert [lab.transport.service_state(old, s).running for s in ("etcd", "patroni")] == [False, False]
+        assert lab.postmaster_pid(old) is None
+    finally:
+        assert main(["lab", "start", old.name, "--spec", lab_spec_file]) == 0
+    assert " ".join(capsys.readouterr().err.split()) == f"started etcd, patroni on {old.name}"
+    snap = wait_until(lambda: (s := take(lab.spec, creds)).leader and s.leader.name == new
+                      and any(m.name == old.member_name and m.state == "streaming" for m in s.replicas)
+                      and all(m.healthy for m in s.etcd) and s, 60)
+    assert len(snap.replicas) == 2
+    # Leave the seed's topology (postgresql-01 leads) for the tests that follow.
+    Operations(lab.spec, creds, lab.transport).switchover("postgres-01")
+
+
 def test_unknown_node_and_service_are_clear_errors(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     from pgha.errors import UsageError
 

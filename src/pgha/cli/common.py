@@ -1,18 +1,25 @@
-"""The root group and the options every command shares (--spec, --format)."""
+"""The root group and what every command shares: --spec, --format, --force and its question, the spec.
+
+Start-up cost matters (every `pgha` call pays it): this module and the command modules import click and
+nothing heavy; each command imports what it runs inside its function.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pgha import __version__
-from pgha import spec as spec_mod
+from pgha import DEFAULT_SPEC_FILE, __version__
 from pgha.cli.output import FORMATS, err
-from pgha.errors import UsageError
-from pgha.spec import ClusterSpec
-from pgha.transport.base import Transport
+from pgha.errors import Interrupted, UsageError
+
+if TYPE_CHECKING:
+    from pgha.spec import ClusterSpec
+    from pgha.transport.base import Transport
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -24,9 +31,28 @@ def cli() -> None:
     """
 
 
+class LazyChoice(click.Choice):
+    """A Choice whose values come from a module imported only when the command runs (or shows help)."""
+
+    def __init__(self, load: Callable[[], Iterable[str]]) -> None:
+        super().__init__(())
+        self._load = load
+        self._choices: tuple[str, ...] | None = None
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click's __init__ assigns; the loader wins
+        pass
+
+
 def spec_option(f: Any) -> Any:
     return click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=None,
-                        help="Cluster spec file (default: ./cluster.yml).")(f)
+                        help=f"Cluster spec file (default: ./{DEFAULT_SPEC_FILE}).")(f)
 
 
 def format_option(f: Any) -> Any:
@@ -34,10 +60,28 @@ def format_option(f: Any) -> Any:
                         help="Output format.")(f)
 
 
+def force_option(f: Any) -> Any:
+    """`--force` for a command that changes the cluster; the command calls :func:`confirm` with it."""
+    return click.option("--force", is_flag=True, help="Do not ask for confirmation.")(f)
+
+
+def confirm(force: bool, what: str) -> None:
+    """The README's rule for commands that change the cluster: ask on a terminal, refuse without one,
+    `--force` skips the question."""
+    if force:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{what}: confirm on a terminal, or pass --force")
+    if not click.confirm(f"{what}?"):
+        raise Interrupted("not confirmed: nothing was changed")
+
+
 def load_spec(spec_path: str | None, *, lab_fallback: bool = False) -> ClusterSpec:
     """The spec from --spec, else ./cluster.yml, else (lab commands) the built-in lab spec."""
+    from pgha import spec as spec_mod
+
     if spec_path is None:
-        default = Path(spec_mod.DEFAULT_SPEC_FILE)
+        default = Path(DEFAULT_SPEC_FILE)
         if not default.exists() and lab_fallback:
             err.print("[dim]no ./cluster.yml: using the built-in lab spec (`pgha init --lab` writes it)[/]")
             return spec_mod.parse(spec_mod.default_data(lab=True), "(built-in lab spec)")
@@ -83,4 +127,3 @@ def show_logs(transport: Transport, spec: ClusterSpec, node_name: str, service: 
     for s in [service] if service else services:
         click.echo(f"==> {node.name} {s} <==")
         click.echo(transport.logs(node, s, lines))
-

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import click
-from rich.markup import escape
 
 from pgha.cli.common import cli, format_option, load_spec, spec_option
-from pgha.cli.lab_cmds import print_report
-from pgha.cli.output import ConsoleReporter, emit, err, out, table
-from pgha.deploy import DeployResult, deploy
-from pgha.deploy import bundle as bundle_mod
+from pgha.cli.lab_cmds import print_verify_report
+from pgha.cli.output import emit, err, out, table
 from pgha.errors import CheckFailed
+
+if TYPE_CHECKING:
+    from pgha.deploy import DeployResult
 
 
 def print_result(result: DeployResult, fmt: str) -> None:
+    from rich.markup import escape
+
     if fmt != "pretty":
         emit(result.as_dict(), fmt)
         return
@@ -34,7 +37,7 @@ def print_result(result: DeployResult, fmt: str) -> None:
         for line in [*result.ports.lines(), *notes]:
             out.print(f"  {escape(line)}")
     if result.verify:
-        print_report(result.verify, fmt)
+        print_verify_report(result.verify, fmt)
 
 
 @cli.command("deploy")
@@ -48,6 +51,9 @@ def print_result(result: DeployResult, fmt: str) -> None:
 def deploy_cmd(spec_path: str | None, fmt: str, dry_run: bool, limit: tuple[str, ...], no_verify: bool,
                no_port_check: bool) -> None:
     """Install and start the cluster on the spec's servers (SSH + systemd); re-runnable without harm."""
+    from pgha.cli.progress import ConsoleReporter
+    from pgha.deploy import deploy
+
     spec = load_spec(spec_path)
     t0 = time.monotonic()
     result = deploy(spec, dry_run=dry_run, limit=limit, check=not no_verify and not dry_run,
@@ -72,6 +78,8 @@ def bundle_group() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if the bundle exists.")
 def bundle_build(spec_path: str | None, distro: str | None, force: bool) -> None:
     """Download the .debs with their dependencies and Patroni's wheels into the bundle directory."""
+    from pgha.deploy import bundle as bundle_mod
+
     spec = load_spec(spec_path)
     t0 = time.monotonic()
     b = bundle_mod.build(spec, distro, force=force)

@@ -6,25 +6,31 @@ from pathlib import Path
 
 import click
 
-from pgha.cli.common import cli, format_option, load_spec, require_transport, spec_option
+from pgha.cli.common import LazyChoice, cli, format_option, load_spec, require_transport, spec_option
 from pgha.cli.output import emit, err, table
-from pgha.drill import report
-from pgha.drill.runner import DrillRunner, scenario
-from pgha.drill.scenarios import SCENARIOS
 from pgha.errors import CheckFailed
-from pgha.probe import Credentials
+
+
+def _scenarios() -> list[str]:
+    from pgha.drill.scenarios import SCENARIOS
+
+    return list(SCENARIOS)
 
 
 @cli.command()
 @spec_option
 @format_option
-@click.argument("name", metavar="SCENARIO", type=click.Choice(list(SCENARIOS)))
+@click.argument("name", metavar="SCENARIO", type=LazyChoice(_scenarios))
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 100))
 @click.option("--sync", is_flag=True, help="Run with synchronous_mode on: no acknowledged write may be lost.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write drill.json and one timeline PNG per run into this directory.")
 def drill(spec_path: str | None, fmt: str, name: str, repeat: int, sync: bool, report_dir: str | None) -> None:
     """Inject a fault under load and measure outage, lost writes, split brain and recovery."""
+    from pgha.drill import report
+    from pgha.drill.runner import DrillRunner, scenario
+    from pgha.probe import Credentials
+
     spec = load_spec(spec_path, lab_fallback=True)
     runner = DrillRunner(spec, require_transport(spec), Credentials.of(spec), say=lambda m: err.print(f"[dim]{m}[/]"))
     chosen = scenario(name)

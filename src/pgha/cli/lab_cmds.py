@@ -1,27 +1,39 @@
-"""pgha lab up|down|status|logs|kill|stop|start|isolate|heal, pgha verify, pgha dsn, pgha psql."""
+"""pgha lab up|down|status|logs|kill|stop|start|crash|isolate|heal, pgha verify, pgha dsn, pgha psql."""
 
 from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 import click
 
-from pgha.cli.common import cli, format_option, load_spec, show_logs, spec_option, transport_for
-from pgha.cli.output import ConsoleReporter, emit, err, table
+from pgha.cli.common import LazyChoice, cli, format_option, load_spec, show_logs, spec_option, transport_for
+from pgha.cli.output import emit, err, table
 from pgha.errors import CheckFailed
-from pgha.lab.control import FAULT_SERVICES, Lab
-from pgha.probe import Credentials
-from pgha.probe.pg import client_dsn, psql_argv
-from pgha.spec import ClusterSpec
-from pgha.verify import Report, verify
+
+if TYPE_CHECKING:
+    from pgha.lab.control import Lab
+    from pgha.spec import ClusterSpec
+    from pgha.verify import VerifyReport
 
 
 def _lab(spec_path: str | None) -> Lab:
+    from pgha.lab.control import Lab
+
     return Lab(load_spec(spec_path, lab_fallback=True))
 
 
-def print_report(report: Report, fmt: str) -> None:
+def _fault_services() -> tuple[str, ...]:
+    from pgha.lab.control import FAULT_SERVICES
+
+    return FAULT_SERVICES
+
+
+SERVICE = LazyChoice(_fault_services)
+
+
+def print_verify_report(report: VerifyReport, fmt: str) -> None:
     rows = [("[green]PASS[/]" if c.passed else "[red]FAIL[/]", c.name, c.expected, c.seen)
             for c in report.checks]
     emit(report.as_dict(), fmt, table(f"pgha verify ({report.seconds:.1f} s)",
@@ -29,8 +41,12 @@ def print_report(report: Report, fmt: str) -> None:
 
 
 def run_verify(spec: ClusterSpec, fmt: str, lab: Lab | None) -> None:
-    report = verify(spec, Credentials.of(spec), lab.transport if lab else None)
-    print_report(report, fmt)
+    """`pgha verify`: the report, and exit 3 when a check failed."""
+    from pgha.probe import Credentials
+    from pgha.verify import verify
+
+    report = verify(spec, Credentials.of(spec), lab.transport if lab else transport_for(spec))
+    print_verify_report(report, fmt)
     if not report.passed:
         failed = [c.name for c in report.checks if not c.passed]
         raise CheckFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
@@ -47,6 +63,8 @@ def lab() -> None:
 @click.option("--no-verify", is_flag=True, help="Skip the final `pgha verify`.")
 def lab_up(spec_path: str | None, fmt: str, no_verify: bool) -> None:
     """Bring the lab up in the seed's order, then verify it."""
+    from pgha.cli.progress import ConsoleReporter
+
     the_lab = _lab(spec_path)
     t0 = time.monotonic()
     try:
@@ -104,28 +122,40 @@ def lab_logs(spec_path: str | None, node: str, service: str | None, lines: int) 
     show_logs(the_lab.transport, the_lab.spec, node, service, lines)
 
 
-def _fault(verb: str) -> None:
-    @lab.command(verb, help={"stop": "Stop a service and hold it down.", "start": "Start a stopped service.",
-                             }[verb])
-    @spec_option
-    @click.argument("node")
-    @click.argument("service", type=click.Choice(FAULT_SERVICES))
-    def command(spec_path: str | None, node: str, service: str) -> None:
-        err.print(getattr(_lab(spec_path), verb)(node, service))
+@lab.command("stop")
+@spec_option
+@click.argument("node")
+@click.argument("service", type=SERVICE)
+def lab_stop(spec_path: str | None, node: str, service: str) -> None:
+    """Stop a service and hold it down."""
+    err.print(_lab(spec_path).stop(node, service))
 
 
-_fault("stop")
-_fault("start")
+@lab.command("start")
+@spec_option
+@click.argument("node")
+@click.argument("service", type=SERVICE, required=False)
+def lab_start(spec_path: str | None, node: str, service: str | None) -> None:
+    """Start a stopped, held or crashed service (every service of the node by default)."""
+    err.print(_lab(spec_path).start(node, service))
 
 
 @lab.command("kill")
 @spec_option
 @click.argument("node")
-@click.argument("service", type=click.Choice(FAULT_SERVICES))
+@click.argument("service", type=SERVICE)
 @click.option("--signal", "sig", default="KILL", show_default=True, help="Signal name (KILL, TERM, STOP...).")
 def lab_kill(spec_path: str | None, node: str, service: str, sig: str) -> None:
     """Signal a service (`postgres` = the postmaster); its restart policy then applies."""
     err.print(_lab(spec_path).kill(node, service, sig))
+
+
+@lab.command("crash")
+@spec_option
+@click.argument("node")
+def lab_crash(spec_path: str | None, node: str) -> None:
+    """A node's power cut: every service SIGKILLed (and the postmaster) and held down until `lab start NODE`."""
+    err.print(_lab(spec_path).crash(node))
 
 
 @lab.command("isolate")
@@ -149,12 +179,7 @@ def lab_heal(spec_path: str | None, node: str) -> None:
 @format_option
 def verify_cmd(spec_path: str | None, fmt: str) -> None:
     """The seed's section 12 checks plus TLS properties; exit 0 only if all pass."""
-    spec = load_spec(spec_path, lab_fallback=True)
-    report = verify(spec, Credentials.of(spec), transport_for(spec))
-    print_report(report, fmt)
-    if not report.passed:
-        failed = [c.name for c in report.checks if not c.passed]
-        raise CheckFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+    run_verify(load_spec(spec_path, lab_fallback=True), fmt, None)
 
 
 def _target(fn):  # type: ignore[no-untyped-def]
@@ -176,7 +201,12 @@ def _target(fn):  # type: ignore[no-untyped-def]
               help="Put the password in the DSN (default: a passfile= of the state directory, mode 0600).")
 def dsn_cmd(spec_path: str | None, target: str, node: str | None, dbname: str, with_password: bool) -> None:
     """Print a libpq DSN (verify-full against the CA): psql "$(pgha dsn --vip)"."""
+    from pgha.probe import Credentials
+    from pgha.probe.pg import client_dsn
+
     spec = load_spec(spec_path, lab_fallback=True)
+    if node:
+        spec.node(node)  # a wrong name is named before the credentials are looked for
     click.echo(client_dsn(spec, Credentials.of(spec), node=node, replicas=target == "replicas", dbname=dbname,
                           with_password=with_password))
 
@@ -186,6 +216,11 @@ def dsn_cmd(spec_path: str | None, target: str, node: str | None, dbname: str, w
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def psql_cmd(spec_path: str | None, target: str, node: str | None, dbname: str, args: tuple[str, ...]) -> None:
     """Run psql against the cluster (verify-full; the password from a 0600 passfile): pgha psql -- -c 'select 1'."""
+    from pgha.probe import Credentials
+    from pgha.probe.pg import psql_argv
+
     spec = load_spec(spec_path, lab_fallback=True)
+    if node:
+        spec.node(node)
     argv = psql_argv(spec, Credentials.of(spec), args, node=node, replicas=target == "replicas", dbname=dbname)
     os.execv(argv[0], argv)  # psql takes over the terminal (Ctrl-C cancels its query, not pgha)

@@ -6,21 +6,34 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 
-from pgha.cli.common import cli, format_option, load_spec, require_transport, show_logs, spec_option, transport_for
+from pgha.cli.common import (
+    cli,
+    confirm,
+    force_option,
+    format_option,
+    load_spec,
+    require_transport,
+    show_logs,
+    spec_option,
+    transport_for,
+)
 from pgha.cli.output import emit, err, table
-from pgha.lab.control import Lab
-from pgha.ops import Operations, parse_assignments
-from pgha.probe import Credentials
-from pgha.snapshot import ClusterSnapshot
-from pgha.spec import ClusterSpec
+from pgha.errors import MissingPrerequisite, UsageError
+
+if TYPE_CHECKING:
+    from pgha.ops import Operations
+    from pgha.snapshot import ClusterSnapshot
+    from pgha.spec import ClusterSpec
 
 
 def _ops(spec_path: str | None) -> Operations:
+    from pgha.ops import Operations
+    from pgha.probe import Credentials
+
     spec = load_spec(spec_path, lab_fallback=True)
     return Operations(spec, Credentials.of(spec), transport_for(spec))
 
@@ -89,14 +102,6 @@ def status_cmd(spec_path: str | None, fmt: str, watch: float | None) -> None:
         time.sleep(watch)
 
 
-def _confirm(force: bool, what: str) -> None:
-    if force:
-        return
-    if not sys.stdin.isatty():
-        raise click.UsageError(f"{what}: confirm on a terminal, or pass --force")
-    click.confirm(f"{what}?", abort=True)
-
-
 def _after(ops: Operations, message: str) -> None:
     err.print(message)
     snap = ops.snapshot()
@@ -107,37 +112,43 @@ def _after(ops: Operations, message: str) -> None:
 @spec_option
 @click.option("--candidate", default=None, help="Node or member to promote (default: Patroni's choice).")
 @click.option("--at", "at", default=None, help="Schedule it (ISO 8601 time with timezone).")
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@force_option
 def switchover(spec_path: str | None, candidate: str | None, at: str | None, force: bool) -> None:
     """Planned switchover to a replica (zero data loss), waiting for the new topology."""
     ops = _ops(spec_path)
-    _confirm(force, f"switch the primary over to {candidate or 'the best replica'}")
+    confirm(force, f"switch the primary over to {candidate or 'the best replica'}")
     _after(ops, ops.switchover(candidate, at))
 
 
 @cli.command()
 @spec_option
 @click.option("--candidate", required=True, help="Node or member to promote.")
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@force_option
 def failover(spec_path: str | None, candidate: str, force: bool) -> None:
     """Manual failover (only when the primary is confirmed down)."""
     ops = _ops(spec_path)
-    _confirm(force, f"fail over to {candidate}")
+    confirm(force, f"fail over to {candidate}")
     _after(ops, ops.failover(candidate))
 
 
 @cli.command()
 @spec_option
-def pause(spec_path: str | None) -> None:
+@force_option
+def pause(spec_path: str | None, force: bool) -> None:
     """Disable automatic failover (maintenance)."""
-    err.print(_ops(spec_path).set_pause(True))
+    ops = _ops(spec_path)
+    confirm(force, "pause automatic failover")
+    err.print(ops.set_pause(True))
 
 
 @cli.command()
 @spec_option
-def resume(spec_path: str | None) -> None:
+@force_option
+def resume(spec_path: str | None, force: bool) -> None:
     """Re-enable automatic failover."""
-    err.print(_ops(spec_path).set_pause(False))
+    ops = _ops(spec_path)
+    confirm(force, "resume automatic failover")
+    err.print(ops.set_pause(False))
 
 
 @cli.command()
@@ -145,32 +156,35 @@ def resume(spec_path: str | None) -> None:
 @click.argument("nodes", nargs=-1)
 @click.option("--all", "all_nodes", is_flag=True, help="Every PostgreSQL node.")
 @click.option("--pending", is_flag=True, help="Only nodes with a pending restart.")
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@force_option
 def restart(spec_path: str | None, nodes: tuple[str, ...], all_nodes: bool, pending: bool, force: bool) -> None:
     """Restart PostgreSQL through Patroni (never through systemctl)."""
     ops = _ops(spec_path)
     targets = [n.name for n in ops.spec.postgres_nodes] if all_nodes else list(nodes)
     if not targets:
-        raise click.UsageError("name a NODE or pass --all")
-    _confirm(force, f"restart PostgreSQL on {', '.join(targets)}")
+        raise UsageError("name a NODE or pass --all")
+    confirm(force, f"restart PostgreSQL on {', '.join(targets)}")
     _after(ops, ops.restart(targets, pending))
 
 
 @cli.command()
 @spec_option
-def reload(spec_path: str | None) -> None:
+@force_option
+def reload(spec_path: str | None, force: bool) -> None:
     """Reload the configuration on every node."""
-    err.print(_ops(spec_path).reload())
+    ops = _ops(spec_path)
+    confirm(force, "reload the configuration on every PostgreSQL node")
+    err.print(ops.reload())
 
 
 @cli.command()
 @spec_option
 @click.argument("node")
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@force_option
 def reinit(spec_path: str | None, node: str, force: bool) -> None:
     """Wipe a replica and rebuild it from the leader."""
     ops = _ops(spec_path)
-    _confirm(force, f"wipe and rebuild {node}")
+    confirm(force, f"wipe and rebuild {node}")
     _after(ops, ops.reinit(node))
 
 
@@ -189,17 +203,25 @@ def config_show(spec_path: str | None, fmt: str) -> None:
 
 @config_group.command("set")
 @spec_option
+@force_option
 @click.argument("assignments", nargs=-1, required=True)
-def config_set(spec_path: str | None, assignments: tuple[str, ...]) -> None:
+def config_set(spec_path: str | None, force: bool, assignments: tuple[str, ...]) -> None:
     """KEY=VALUE… (dotted keys nest: postgresql.parameters.work_mem=8MB), validated before sending."""
-    data = _ops(spec_path).set_config(parse_assignments(assignments))
-    emit(data, "yaml")
+    from pgha.ops import parse_assignments
+
+    changes = parse_assignments(assignments)
+    ops = _ops(spec_path)
+    confirm(force, f"change the cluster's configuration: {', '.join(assignments)}")
+    emit(ops.set_config(changes), "yaml")
 
 
 @config_group.command("edit")
 @spec_option
-def config_edit(spec_path: str | None) -> None:
+@force_option
+def config_edit(spec_path: str | None, force: bool) -> None:
     """Edit the configuration in $EDITOR; only the changed keys are sent."""
+    import yaml
+
     ops = _ops(spec_path)
     current = ops.config()
     edited = click.edit(yaml.safe_dump(current, sort_keys=False), extension=".yml")
@@ -212,6 +234,7 @@ def config_edit(spec_path: str | None) -> None:
     if not changes:
         err.print("no change")
         return
+    confirm(force, f"change the cluster's configuration: {', '.join(sorted(changes))}")
     emit(ops.set_config(changes), "yaml")
 
 
@@ -219,9 +242,12 @@ def config_edit(spec_path: str | None) -> None:
 @spec_option
 @click.argument("state", type=click.Choice(["on", "off"]))
 @click.option("--strict", is_flag=True, help="Refuse writes when no synchronous standby is available.")
-def sync_cmd(spec_path: str | None, state: str, strict: bool) -> None:
+@force_option
+def sync_cmd(spec_path: str | None, state: str, strict: bool, force: bool) -> None:
     """Synchronous replication on or off (zero acknowledged-write loss when on)."""
-    err.print(_ops(spec_path).set_sync(state == "on", strict))
+    ops = _ops(spec_path)
+    confirm(force, f"turn synchronous replication {state}")
+    err.print(ops.set_sync(state == "on", strict))
 
 
 @cli.command()
@@ -262,22 +288,30 @@ def ctl(spec_path: str | None, args: tuple[str, ...]) -> None:
     spec = load_spec(spec_path, lab_fallback=True)
     path = config_file(spec)
     exe = f"{spec.paths.patroni_venv}/bin/patronictl"
+    if not os.access(exe, os.X_OK):
+        raise MissingPrerequisite(f"no patronictl at {exe}", hint="run scripts/bootstrap.sh (builds Patroni's "
+                                                                  "virtualenv), or set paths.patroni_venv")
     sys.stdout.flush()
     os.execv(exe, [exe, "-c", str(path), *args])
 
 
 @cli.command()
 @spec_option
-@click.option("--force", is_flag=True, help="No confirmation; reset even with clients connected via the VIP.")
+@force_option
 def reset(spec_path: str | None, force: bool) -> None:
-    """Wipe etcd and PostgreSQL data everywhere and rebuild the cluster (certificates kept), then verify."""
+    """Wipe etcd and PostgreSQL data everywhere and rebuild the cluster (certificates kept), then verify.
+
+    Refused while clients are connected through the VIP, unless --force."""
     from pgha.cli.lab_cmds import run_verify
-    from pgha.cli.output import ConsoleReporter
+    from pgha.cli.progress import ConsoleReporter
+    from pgha.lab.control import Lab
+    from pgha.ops import Operations
+    from pgha.probe import Credentials
 
     spec = load_spec(spec_path, lab_fallback=True)
     lab = Lab(spec)
     lab.require_running()
     ops = Operations(spec, Credentials.of(spec), lab.transport)
-    _confirm(force, f"wipe ALL data of cluster {spec.name} and rebuild it")
+    confirm(force, f"wipe ALL data of cluster {spec.name} and rebuild it")
     err.print(ops.reset(lab.plans(), ConsoleReporter(), force=force))
     run_verify(spec, "pretty", lab)

@@ -7,27 +7,33 @@ from pathlib import Path
 
 import click
 
-from pgha import render_out
-from pgha import spec as spec_mod
-from pgha.cli.common import cli, format_option, load_spec, spec_option
+from pgha import DEFAULT_SPEC_FILE
+from pgha.cli.common import LazyChoice, cli, format_option, load_spec, spec_option
 from pgha.cli.output import emit, err, table
 from pgha.errors import CheckFailed, UsageError
-from pgha.layout import StateLayout
-from pgha.pki import check_pki, ensure_pki
-from pgha.secrets import ensure_secrets
+
+
+def _profiles() -> list[str]:
+    from pgha.spec import Profile
+
+    return [p.value for p in Profile]
 
 
 @cli.command()
 @click.option("--lab", is_flag=True, help="The lab's spec: 10.203.0.0/24, interface eth0, bridge .1.")
-@click.option("-o", "--output", "output", default=spec_mod.DEFAULT_SPEC_FILE, show_default=True,
+@click.option("-o", "--output", "output", default=DEFAULT_SPEC_FILE, show_default=True,
               type=click.Path(dir_okay=False), help="Where to write the spec.")
 @click.option("--name", default="postgresql-cluster", show_default=True, help="Cluster name (Patroni scope).")
 @click.option("--subnet", default=None, help="Subnet for the six hosts (the seed's last octets are kept).")
-@click.option("--profile", type=click.Choice([p.value for p in spec_mod.Profile]), default="seed",
+@click.option("--profile", type=LazyChoice(_profiles), default="seed",
               show_default=True, help="Failover timings: the seed's, or the fastest safe ones.")
 @click.option("--force", is_flag=True, help="Overwrite an existing spec file.")
 def init(lab: bool, output: str, name: str, subnet: str | None, profile: str, force: bool) -> None:
     """Write the default spec (the seed's six hosts and VIP) and generate the cluster's secrets."""
+    from pgha import spec as spec_mod
+    from pgha.layout import StateLayout
+    from pgha.secrets import ensure_secrets
+
     path = Path(output)
     if path.exists() and not force:
         raise UsageError(f"{path} exists", hint="pass --force to overwrite it, or -o another file")
@@ -47,6 +53,8 @@ def spec_group() -> None:
 @spec_group.command("schema")
 def spec_schema() -> None:
     """Print the JSON schema of cluster.yml."""
+    from pgha import spec as spec_mod
+
     click.echo(json.dumps(spec_mod.json_schema(), indent=2))
 
 
@@ -67,6 +75,10 @@ def certs(ctx: click.Context, spec_path: str | None) -> None:
     """Create the CA and every certificate (idempotent: valid ones are kept)."""
     if ctx.invoked_subcommand is not None:
         return
+    from pgha.layout import StateLayout
+    from pgha.pki import ensure_pki
+    from pgha.secrets import ensure_secrets
+
     spec = load_spec(spec_path)
     state = StateLayout(spec.state_dir)
     report = ensure_pki(spec, state)
@@ -82,6 +94,9 @@ def certs(ctx: click.Context, spec_path: str | None) -> None:
 @format_option
 def certs_check(spec_path: str | None, fmt: str) -> None:
     """List each certificate, its SANs and expiry; flag missing SANs, usage, chain, expiry < 30 days."""
+    from pgha.layout import StateLayout
+    from pgha.pki import check_pki
+
     spec = load_spec(spec_path)
     statuses = check_pki(spec, StateLayout(spec.state_dir))
     data = [{"name": s.name, "path": str(s.path), "common_name": s.common_name, "sans": list(s.sans),
@@ -101,6 +116,8 @@ def certs_check(spec_path: str | None, fmt: str) -> None:
               help="Directory to write DIR/<node>/<absolute path> into.")
 def render(spec_path: str | None, out_dir: str) -> None:
     """Write every node's files (configs, certificates, units) as they go on real servers."""
+    from pgha import render_out
+
     spec = load_spec(spec_path)
     written = render_out.write_tree(spec, Path(out_dir))
     for node, count in written.items():

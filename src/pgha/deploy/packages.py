@@ -103,15 +103,14 @@ def ship_bundle(t: SshTransport, node: Node, tar_bytes: bytes, manifest_id: str)
     return True
 
 
-def install(t: SshTransport, node: Node, have: PackageFacts) -> list[str]:
-    """Install what ``have`` says is missing; returns what was done, for the report."""
+def install(t: SshTransport, node: Node, have: PackageFacts) -> None:
+    """Install what ``have`` says is missing (the apt source, packages, the etcd tarball, Patroni's venv)."""
     spec = t.spec
     assert spec.deploy is not None
-    done: list[str] = []
     offline = spec.deploy.packages == "bundle"
     pgdg = sources.apt_entries(spec, node, have.codename)
-    if pgdg and t.sync_entries(node, pgdg):
-        done.append(f"PGDG apt source {sources.PGDG_LIST}")
+    if pgdg:
+        t.sync_entries(node, pgdg)
     if have.missing:
         pkgs = " ".join(have.missing)
         if offline:
@@ -129,10 +128,9 @@ def install(t: SshTransport, node: Node, have: PackageFacts) -> list[str]:
                             details=(res.stdout[-1500:] + res.stderr[-1500:]).strip(),
                             hint="online: can the server reach its apt mirror (and PGDG's)? bundle: was it "
                                  "built for this release (`pgha bundle build`)?")
-        done.append(f"installed {pkgs}")
     tarball = sources.etcd_tarball(spec) if node.is_postgres else None
     if tarball and not have.etcd_ok:
-        done.append(sources.install_etcd(t, node, tarball))
+        sources.install_etcd(t, node, tarball)
     if not have.patroni_ok:
         venv = spec.paths.patroni_venv
         req = shlex.quote(spec.deploy.patroni)
@@ -145,6 +143,3 @@ def install(t: SshTransport, node: Node, have: PackageFacts) -> list[str]:
         if not res.ok:
             raise PghaError(f"{node.name}: building Patroni's virtualenv in {venv} failed",
                             details=(res.stdout[-1500:] + res.stderr[-1500:]).strip())
-        done.append(f"Patroni virtualenv {venv}")
-    return done
-

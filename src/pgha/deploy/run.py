@@ -40,13 +40,13 @@ from pgha.secrets import ensure_secrets
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.base import ServiceState
 from pgha.transport.ssh import FileChange, SshTransport
-from pgha.verify import Report, verify
+from pgha.verify import VerifyReport, verify
 
 SERVICE_ORDER = ("etcd", "patroni", "haproxy", "keepalived")
 
 
 @dataclass(frozen=True)
-class NodeFacts:
+class ServerFacts:
     node: Node
     packages: packages.PackageFacts
     timezone: str
@@ -73,7 +73,7 @@ class DeployResult:
     dry_run: bool
     changes: list[Change] = field(default_factory=list)
     seconds: float = 0.0
-    verify: Report | None = None
+    verify: VerifyReport | None = None
     ports: PortReport | None = None
     """The port check (the seed's section 2), unless skipped."""
 
@@ -159,18 +159,18 @@ class Deployer:
         self.port_check = port_check
 
     # -- facts and plan ------------------------------------------------------------------------
-    def facts(self) -> dict[str, NodeFacts]:
-        def one(node: Node) -> NodeFacts:
+    def facts(self) -> dict[str, ServerFacts]:
+        def one(node: Node) -> ServerFacts:
             pf = packages.facts(self.t, node)
             tz = self.t.shell(node, "readlink /etc/localtime | sed 's|.*/zoneinfo/||'").stdout.strip()
             states = self.t.service_states(node, self.t.services_of(node))
             formed = node.is_postgres and self.t.run(
                 node, ["test", "-d", f"{self.spec.paths.etcd_data}/member"]).ok
-            return NodeFacts(node, pf, tz, states, formed)
+            return ServerFacts(node, pf, tz, states, formed)
 
         return {f.node.name: f for f in self.t.parallel(self.selected, one)}
 
-    def plans(self, etcd_state: ClusterState, facts: dict[str, NodeFacts] | None = None) -> dict[str, NodePlan]:
+    def plans(self, etcd_state: ClusterState, facts: dict[str, ServerFacts] | None = None) -> dict[str, NodePlan]:
         """The lab's plans, plus what only a server needs: its run directory back after a reboot, and
         the PGDG apt source for its release (``facts`` give the release)."""
         ensure_pki(self.spec, self.state)
@@ -186,12 +186,12 @@ class Deployer:
             plans[n.name] = replace(plan, files=(*plan.files, tmpfiles, *apt))
         return plans
 
-    def etcd_state(self, facts: dict[str, NodeFacts]) -> ClusterState:
+    def etcd_state(self, facts: dict[str, ServerFacts]) -> ClusterState:
         pg = [f for f in facts.values() if f.node.is_postgres]
         return "existing" if pg and all(f.etcd_formed for f in pg) else "new"
 
     # -- the diff --------------------------------------------------------------------------------
-    def diff(self, facts: dict[str, NodeFacts], plans: dict[str, NodePlan]) -> tuple[list[Change],
+    def diff(self, facts: dict[str, ServerFacts], plans: dict[str, NodePlan]) -> tuple[list[Change],
                                                                                    dict[str, list[str]]]:
         """Everything that differs, and per node the paths that do (for the reactions)."""
         changes: list[Change] = []
@@ -226,7 +226,7 @@ class Deployer:
                 paths[node.name].append(self.spec.etcd_bin)  # a running etcd restarts onto the new binary
         return changes, paths
 
-    def service_changes(self, facts: dict[str, NodeFacts], plans: dict[str, NodePlan],
+    def service_changes(self, facts: dict[str, ServerFacts], plans: dict[str, NodePlan],
                         paths: dict[str, list[str]]) -> list[Change]:
         out = []
         for node in self.selected:
@@ -278,7 +278,7 @@ class Deployer:
             result.verify = self.verify()
         return result
 
-    def install(self, facts: dict[str, NodeFacts]) -> None:
+    def install(self, facts: dict[str, ServerFacts]) -> None:
         assert self.spec.deploy is not None
         need = [f for f in facts.values() if not f.packages.complete]
         tz = self.spec.deploy.timezone
@@ -294,7 +294,7 @@ class Deployer:
                                          "deploy.postgresql says", hint="rebuild it: pgha bundle build")
                     tars = {r: (bundle.tar(r).read_bytes(), bundle.manifest_id(r)) for r in ROLES}
 
-                def one(f: NodeFacts) -> None:
+                def one(f: ServerFacts) -> None:
                     if tars:
                         packages.ship_bundle(self.t, f.node, *tars[f.node.role.value])
                     packages.install(self.t, f.node, f.packages)
@@ -308,7 +308,7 @@ class Deployer:
                         n, ["sh", "-c", 'test -e /usr/share/zoneinfo/"$1" && ln -sf /usr/share/zoneinfo/"$1" '
                                         '/etc/localtime && echo "$1" > /etc/timezone', "-", tz], f"time zone {tz}"))
 
-    def converge(self, facts: dict[str, NodeFacts], plans: dict[str, NodePlan], paths: dict[str, list[str]]) -> None:
+    def converge(self, facts: dict[str, ServerFacts], plans: dict[str, NodePlan], paths: dict[str, list[str]]) -> None:
         """A running cluster: only what the changes need, in the seed's order, one etcd at a time."""
         o = self.orch
         todo = {n.name: reactions(n, plans[n.name], paths[n.name]) for n in self.selected}
@@ -361,7 +361,7 @@ class Deployer:
                 self.t.start(n, service)
             self.orch.wait(outcome, check, timeout, service, tuple(nodes))
 
-    def verify(self) -> Report:
+    def verify(self) -> VerifyReport:
         with self.orch.step("verify"):
             return verify(self.spec, Credentials.of(self.spec), self.t)
 

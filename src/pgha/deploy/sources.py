@@ -154,7 +154,7 @@ def etcd_installed(tb: EtcdTarball, facts_output: str) -> bool:
     return all(have.get(b) == h for b, h in tb.digests)
 
 
-def install_etcd(t: SshTransport, node: Node, tb: EtcdTarball) -> str:
+def install_etcd(t: SshTransport, node: Node, tb: EtcdTarball) -> None:
     """Stream the tarball over SSH, check its SHA-256 there, install the binaries (root, 0755)."""
     spec = t.spec
     assert spec.deploy is not None
@@ -170,4 +170,3 @@ def install_etcd(t: SshTransport, node: Node, tb: EtcdTarball) -> str:
     if not res.ok:
         raise PghaError(f"{node.name}: installing etcd {tb.version} from {tb.path.name} failed",
                         details=(res.stdout[-1000:] + res.stderr[-1500:]).strip())
-    return f"etcd {tb.version} ({tb.path.name}) into {spec.deploy.etcd.install_dir}"

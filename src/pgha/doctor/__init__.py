@@ -11,7 +11,7 @@
 Each diagnosis is a pure function Evidence -> [Finding(problem, evidence, fix, severity)].
 """
 
-from pgha.doctor.model import Evidence, Finding, Report, Severity
+from pgha.doctor.model import DoctorReport, Evidence, Finding, Severity
 from pgha.doctor.runner import DIAGNOSES, diagnose, run_diagnoses
 
-__all__ = ["DIAGNOSES", "Evidence", "Finding", "Report", "Severity", "diagnose", "run_diagnoses"]
+__all__ = ["DIAGNOSES", "Evidence", "Finding", "DoctorReport", "Severity", "diagnose", "run_diagnoses"]

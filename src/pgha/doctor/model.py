@@ -44,7 +44,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class Report:
+class DoctorReport:
     findings: tuple[Finding, ...]
     seconds: float
     notes: tuple[str, ...] = ()

@@ -6,7 +6,7 @@ import time
 
 from pgha.doctor import dcs, network, postgres, proxy, tls
 from pgha.doctor.collect import collect
-from pgha.doctor.model import Diagnosis, Evidence, Finding, Report
+from pgha.doctor.model import Diagnosis, DoctorReport, Evidence, Finding
 from pgha.probe import Credentials
 from pgha.spec import ClusterSpec
 from pgha.transport.base import Transport
@@ -27,8 +27,8 @@ def run_diagnoses(ev: Evidence, diagnoses: tuple[Diagnosis, ...] = DIAGNOSES) ->
     return findings, notes
 
 
-def diagnose(spec: ClusterSpec, creds: Credentials, transport: Transport) -> Report:
+def diagnose(spec: ClusterSpec, creds: Credentials, transport: Transport) -> DoctorReport:
     """Collect the evidence once, then run every diagnosis over it."""
     t0 = time.monotonic()
     findings, notes = run_diagnoses(collect(spec, creds, transport))
-    return Report(tuple(findings), time.monotonic() - t0, tuple(notes))
+    return DoctorReport(tuple(findings), time.monotonic() - t0, tuple(notes))

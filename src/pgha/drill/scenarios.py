@@ -6,10 +6,10 @@ servers (systemd, SSH) — a node crash is SIGKILL of Patroni and the postmaster
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pgha.errors import PghaError
 from pgha.layout import NodeLayout
 from pgha.ops import Operations
 from pgha.spec import ClusterSpec, Node
@@ -88,7 +88,8 @@ def _etcd_quorum_loss(ctx: DrillContext) -> str:
 
 def _vip_holder(ctx: DrillContext) -> Node:
     if ctx.vip_holder is None:
-        raise RuntimeError("no node holds the VIP")
+        raise PghaError("no HAProxy node holds the VIP: this drill faults the VIP holder",
+                        hint="see `pgha status`; `pgha doctor` names why the VIP is missing")
     return ctx.vip_holder
 
 
@@ -113,7 +114,3 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("patroni-only-crash", "SIGKILL only Patroni on the leader (the postmaster keeps running)",
              lambda c: c.down(c.leader, "patroni"), expects_failover=True, hold=3),
 ]}
-
-
-def sleep_until(deadline: float) -> None:
-    time.sleep(max(0.0, deadline - time.monotonic()))

@@ -209,20 +209,47 @@ class Lab:
         self.transport.stop(node, service)
         return f"stopped {service} on {node.name} (held down until `pgha lab start`)"
 
-    def start(self, node_name: str, service: str) -> str:
+    def start(self, node_name: str, service: str | None = None) -> str:
+        """Start a service, or every service of the node (after `crash`)."""
         self.require_running()
-        node = self._service_node(node_name, service)
-        if service == "postgres":
-            raise UsageError("postgres is started by Patroni: start patroni")
-        self.transport.start(node, service)
-        return f"started {service} on {node.name}"
+        if service is None:
+            node = self.spec.node(node_name)
+            services = self.transport.services_of(node)
+        else:
+            node = self._service_node(node_name, service)
+            if service == "postgres":
+                raise UsageError("postgres is started by Patroni: start patroni")
+            services = (service,)
+        for s in services:
+            self.transport.start(node, s)
+        return f"started {', '.join(services)} on {node.name}"
+
+    def crash(self, node_name: str) -> str:
+        """A node's power cut: every service SIGKILLed at once and held down (the restart policy does
+        not bring it back) until `start`. Patroni detaches the postmaster, so it is killed by its pid."""
+        self.require_running()
+        node = self.spec.node(node_name)
+        killed = []
+        # Patroni (then its postmaster) before etcd, keepalived before HAProxy: the service that acts on
+        # the others' state dies first, as if all had died at once.
+        for service in reversed(self.transport.services_of(node)):
+            pid = self.transport.service_state(node, service).pid
+            self.transport.kill(node, service, "KILL", hold=True)
+            killed.append(f"{service} (pid {pid})" if pid else f"{service} (not running)")
+            if service == "patroni":
+                pm = self.transport.kill_postmaster(node, self._layout(node).pg_data, "KILL")
+                killed.append(f"postmaster (pid {pm})" if pm else "postmaster (not running)")
+        return (f"{node.name} crashed: SIGKILL {', '.join(killed)}; held down until "
+                f"`pgha lab start {node.name}`")
 
     def isolate(self, node_name: str) -> str:
+        self.require_running()
         node = self.spec.node(node_name)
         self.network.isolate(node)
         return f"{node.name} is cut off the network (processes keep running)"
 
     def heal(self, node_name: str) -> str:
+        self.require_running()
         node = self.spec.node(node_name)
         self.network.heal(node)
         return f"{node.name} is back on the network"

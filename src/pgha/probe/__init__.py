@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
+from pgha.errors import MissingPrerequisite
 from pgha.layout import StateLayout
 from pgha.secrets import Secrets, load_secrets
 from pgha.spec import ClusterSpec
@@ -22,6 +23,9 @@ class Credentials:
     @classmethod
     def of(cls, spec: ClusterSpec) -> Credentials:
         state = StateLayout(spec.state_dir)
+        if not (state.pki / "ca.crt").exists():
+            raise MissingPrerequisite(f"no certificates for cluster {spec.name} in {state.pki}",
+                                      hint="create them: `pgha certs` (the lab's `pgha lab up` does)")
         return cls(str(state.pki / "ca.crt"), str(state.pki / "client.crt"), str(state.pki / "client.key"),
                    load_secrets(state))
 

@@ -54,11 +54,6 @@ class PatroniApi:
         except ValueError:
             return r.status_code, r.text
 
-    def status(self, path: str) -> int:
-        """HTTP status only (what HAProxy's check sees): /primary, /replica, /health."""
-        with self._client() as http:
-            return http.get(self.base + path).status_code
-
     def call(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
         with self._client(timeout) as http:
             r = http.request(method, self.base + path, json=body)
