@@ -58,6 +58,8 @@ CASES: list[tuple[str, int, str]] = [
     ("verify --spec {missing}", 2, "no such file"),
     ("dsn --node postgres-09 --spec {bare}", 2, "no node named 'postgres-09'"),
     ("dsn --spec {bare}", 4, "no certificates"),
+    ("psql --node postgres-09 --spec {bare}", 2, "no node named 'postgres-09'"),
+    ("psql --spec {bare} -- -c select", 4, "no certificates"),
     ("logs postgres-01 --spec {bare}", 2, "no lab is running"),
     ("logs --spec {bare}", 2, "Missing argument 'NODE'"),
     ("status --spec {bare}", 4, "no certificates"),
