@@ -12,6 +12,23 @@ The CLI turns any of them into a message and an exit code, never a traceback.
 
 from __future__ import annotations
 
+import shlex
+
+_spec_file: str | None = None
+
+
+def use_spec_file(path: str | None) -> None:
+    """The spec file this run reads, set by the CLI; None for ./cluster.yml or the built-in lab spec."""
+    global _spec_file
+    _spec_file = path
+
+
+def pgha_command(*words: str) -> str:
+    """A pgha command line as hints and fixes print it: with ``--spec FILE`` when this run's spec is not
+    the default one, so the command can be copied as it is."""
+    spec = ["--spec", shlex.quote(_spec_file)] if _spec_file else []
+    return " ".join(["pgha", *words, *spec])
+
 
 class PghaError(Exception):
     """A failure with a message meant for a person and an exit code for a script."""

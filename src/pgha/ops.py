@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from pgha.errors import PghaError, UsageError
+from pgha.errors import PghaError, UsageError, pgha_command
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
 from pgha.probe.patroni import PatroniApi, PatroniMember
@@ -46,11 +46,11 @@ class Operations:
             if m.name == node.member_name:
                 return m
         raise UsageError(f"{node.name} ({node.member_name}) is not a member of the cluster right now",
-                         hint="is Patroni running there? see `pgha status`")
+                         hint=f"is Patroni running there? see `{pgha_command('status')}`")
 
     def leader_api(self, snap: ClusterSnapshot) -> tuple[PatroniMember, PatroniApi]:
         if snap.leader is None:
-            raise PghaError("the cluster has no leader right now", hint="see `pgha status`")
+            raise PghaError("the cluster has no leader right now", hint=f"see `{pgha_command('status')}`")
         return snap.leader, self.api(self.spec.node(snap.leader.name))
 
     def any_api(self) -> PatroniApi:
@@ -60,7 +60,7 @@ class Operations:
         for m in snap.members:
             if m.is_running:
                 return self.api(self.spec.node(m.name))
-        raise PghaError("no Patroni REST API answers", hint="see `pgha status`")
+        raise PghaError("no Patroni REST API answers", hint=f"see `{pgha_command('status')}`")
 
     def wait(self, what: str, check: Callable[[ClusterSnapshot], bool], timeout: float) -> ClusterSnapshot:
         deadline = time.monotonic() + timeout
@@ -70,7 +70,7 @@ class Operations:
                 return snap
             if time.monotonic() > deadline:
                 raise PghaError(f"{what}: not reached after {timeout:g} s",
-                                hint="see `pgha status` and `pgha logs NODE patroni`")
+                                hint=f"see `{pgha_command('status')}` and `{pgha_command('logs', 'NODE', 'patroni')}`")
             time.sleep(0.5)
 
     @staticmethod
@@ -111,7 +111,7 @@ class Operations:
         snap = self.snapshot()
         if snap.paused:
             raise UsageError("the cluster is paused: a switchover would not be followed by Patroni's care",
-                             hint="`pgha resume` first")
+                             hint=f"`{pgha_command('resume')}` first")
         leader, api = self.leader_api(snap)
         body: dict[str, Any] = {"leader": leader.name}
         if candidate:
@@ -147,7 +147,7 @@ class Operations:
         code, answer = self.any_api().call("PATCH", "/config", {"pause": paused})
         self._expect(code, answer, "pause" if paused else "resume")
         self.wait("pause" if paused else "resume", lambda s: s.paused == paused, timeout)
-        return "cluster paused: no automatic failover until `pgha resume`" if paused else \
+        return f"cluster paused: no automatic failover until `{pgha_command('resume')}`" if paused else \
             "cluster resumed: automatic failover is on"
 
     def restart(self, nodes: list[str], pending_only: bool = False, timeout: float = 120) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from pgha.errors import MissingPrerequisite, PghaError
+from pgha.errors import MissingPrerequisite, PghaError, pgha_command
 from pgha.layout import StateLayout
 
 PASSWORD_LENGTH = 24
@@ -30,7 +30,6 @@ RESTAPI_USERNAME = "patroni"
 
 # Letters and digits only: nothing to quote or escape in libpq DSNs, .pgpass, YAML or shell lines.
 _SAFE = re.compile(r"[A-Za-z0-9]+")
-_HINT = "run `pgha init` (or `pgha certs`) to generate them"
 _FIX = "fix the file or restore it from a backup (new passwords would have to be deployed to every node)"
 _HEADER = b"# pgha generated credentials: keep this file private (mode 0600); never rotated by pgha.\n"
 
@@ -119,8 +118,8 @@ def _validated(data: dict[str, Any], path: Path) -> Secrets:
             problem = f"{key} is longer than {VRRP_PASS_LENGTH} characters (keepalived would truncate it)"
         if problem:
             raise PghaError(f"{path}: {problem}",
-                            hint="fix the value, or delete the key and run `pgha init` to generate a new one "
-                                 "(a new password must then be deployed to every node)")
+                            hint=f"fix the value, or delete the key and run `{pgha_command('certs')}` to generate "
+                                 "a new one (a new password must then be deployed to every node)")
     return Secrets(**{key: data[key] for key in _GENERATORS})
 
 
@@ -141,7 +140,8 @@ def load_secrets(state: StateLayout) -> Secrets:
     """Read the stored credentials; :class:`PghaError` if there are none yet or they are invalid."""
     path = state.secrets
     if not path.exists():
-        raise MissingPrerequisite(f"no generated secrets at {path}", hint=_HINT)
+        raise MissingPrerequisite(f"no generated secrets at {path}",
+                                  hint=f"run `{pgha_command('certs')}` to generate them")
     return _validated(_read(path), path)
 
 

@@ -206,3 +206,26 @@ def test_every_command_that_changes_the_cluster_takes_force() -> None:
             command = command.commands[word]
         force = [p for p in command.params if p.name == "force"]
         assert force and force[0].help == "Do not ask for confirmation.", path
+
+
+def test_hints_name_the_spec_file_when_it_is_not_the_default(files: dict[str, str], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pgha command a hint or a fix prints comes from one helper: copied as it is, it acts on the same
+    spec (`--spec FILE` unless the spec is ./cluster.yml)."""
+    code, _, err = run(["lab", "status", "--spec", files["bare"]], capsys)
+    assert code == 2 and f"hint: start it: pgha lab up --spec {files['bare']}" in err
+    monkeypatch.chdir(tmp_path)
+    Path("cluster.yml").write_text(Path(files["bare"]).read_text())
+    for argv in (["lab", "status"], ["lab", "status", "--spec", "cluster.yml"]):
+        code, _, err = run(argv, capsys)
+        assert code == 2 and err.splitlines()[-1] == "hint: start it: pgha lab up", argv
+
+    from pgha.errors import pgha_command, use_spec_file
+
+    try:
+        use_spec_file("my cluster.yml")
+        assert pgha_command("reinit", "postgres-02") == "pgha reinit postgres-02 --spec 'my cluster.yml'"
+    finally:
+        use_spec_file(None)
+    assert pgha_command("reinit", "postgres-02") == "pgha reinit postgres-02"

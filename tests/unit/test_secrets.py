@@ -93,7 +93,7 @@ def test_frozen(state: StateLayout) -> None:
 def test_load_missing_has_hint(state: StateLayout) -> None:
     with pytest.raises(PghaError) as err:
         load_secrets(state)
-    assert err.value.hint is not None and "pgha init" in err.value.hint
+    assert err.value.hint is not None and "pgha certs" in err.value.hint
 
 
 @pytest.mark.parametrize("key, value, problem", [

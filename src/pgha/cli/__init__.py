@@ -16,7 +16,7 @@ from pgha import __version__
 from pgha.cli import deploy_cmds, doctor_cmds, drill_cmds, lab_cmds, ops_cmds, spec_cmds
 from pgha.cli.common import cli
 from pgha.cli.output import print_error
-from pgha.errors import Interrupted, PghaError, UsageError
+from pgha.errors import Interrupted, PghaError, UsageError, pgha_command, use_spec_file
 
 # importing them registers their commands on `cli`
 _COMMAND_MODULES = (spec_cmds, lab_cmds, ops_cmds, drill_cmds, doctor_cmds, deploy_cmds)
@@ -26,6 +26,14 @@ __all__ = ["cli", "main", "__version__"]
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes become a message and an exit code, never a traceback."""
+    try:
+        return _run(argv)
+    finally:
+        use_spec_file(None)  # hints name the spec of this call only (main may run again in this process)
+
+
+def _run(argv: list[str] | None) -> int:
+    use_spec_file(None)  # until the command loads its spec
     try:
         cli.main(args=argv, prog_name="pgha", standalone_mode=False)
     except PghaError as exc:
@@ -72,9 +80,10 @@ def _stack_error(exc: Exception) -> PghaError | None:
         except RuntimeError:  # no request attached
             where = ""
         return PghaError(f"{where}{type(exc).__name__}: {exc}".rstrip(": "),
-                         hint="is the cluster running? see `pgha status`")
+                         hint=f"is the cluster running? see `{pgha_command('status')}`")
     if psycopg is not None and isinstance(exc, psycopg.Error):
-        return PghaError(f"PostgreSQL: {' '.join(str(exc).split())}", hint="is the cluster running? see `pgha status`")
+        return PghaError(f"PostgreSQL: {' '.join(str(exc).split())}",
+                         hint=f"is the cluster running? see `{pgha_command('status')}`")
     return None
 
 

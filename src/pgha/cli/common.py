@@ -15,7 +15,7 @@ import click
 
 from pgha import DEFAULT_SPEC_FILE, __version__
 from pgha.cli.output import FORMATS, err
-from pgha.errors import Interrupted, UsageError
+from pgha.errors import Interrupted, UsageError, use_spec_file
 
 if TYPE_CHECKING:
     from pgha.spec import ClusterSpec
@@ -80,8 +80,9 @@ def load_spec(spec_path: str | None, *, lab_fallback: bool = False) -> ClusterSp
     """The spec from --spec, else ./cluster.yml, else (lab commands) the built-in lab spec."""
     from pgha import spec as spec_mod
 
+    default = Path(DEFAULT_SPEC_FILE)
+    use_spec_file(None if spec_path is None or Path(spec_path).resolve() == default.resolve() else spec_path)
     if spec_path is None:
-        default = Path(DEFAULT_SPEC_FILE)
         if not default.exists() and lab_fallback:
             err.print("[dim]no ./cluster.yml: using the built-in lab spec (`pgha init --lab` writes it)[/]")
             return spec_mod.parse(spec_mod.default_data(lab=True), "(built-in lab spec)")

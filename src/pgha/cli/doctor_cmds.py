@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pgha.cli.common import cli, format_option, load_spec, require_transport, spec_option
 from pgha.cli.output import emit, err, out
-from pgha.errors import CheckFailed
+from pgha.errors import CheckFailed, pgha_command
 
 if TYPE_CHECKING:
     from pgha.doctor import DoctorReport
@@ -46,5 +46,5 @@ def doctor_cmd(spec_path: str | None, fmt: str) -> None:
     report = diagnose(spec, Credentials.of(spec), require_transport(spec))
     print_diagnosis(report, fmt)
     if not report.healthy:
-        raise CheckFailed(f"{len(report.findings)} problem(s) found", hint="apply the fixes above, then run "
-                                                                          "`pgha doctor` again")
+        raise CheckFailed(f"{len(report.findings)} problem(s) found",
+                          hint=f"apply the fixes above, then run `{pgha_command('doctor')}` again")

@@ -10,7 +10,7 @@ import click
 
 from pgha.cli.common import LazyChoice, cli, format_option, load_spec, show_logs, spec_option, transport_for
 from pgha.cli.output import emit, err, table
-from pgha.errors import CheckFailed
+from pgha.errors import CheckFailed, pgha_command
 
 if TYPE_CHECKING:
     from pgha.lab.control import Lab
@@ -77,7 +77,8 @@ def lab_up(spec_path: str | None, fmt: str, no_verify: bool) -> None:
               f"({len(timings.steps)} steps); VIP {the_lab.spec.vip.address}:{the_lab.spec.ports.postgresql}")
     if not no_verify:
         run_verify(the_lab.spec, fmt, the_lab)
-    err.print('connect: pgha psql  (or psql "$(pgha dsn --vip)": the password stays in a 0600 passfile)')
+    err.print(f'connect: {pgha_command("psql")}  (or psql "$({pgha_command("dsn", "--vip")})": the password '
+              'stays in a 0600 passfile)')
 
 
 @lab.command("down")

@@ -10,7 +10,7 @@ import click
 from pgha import DEFAULT_SPEC_FILE
 from pgha.cli.common import LazyChoice, cli, format_option, load_spec, spec_option
 from pgha.cli.output import emit, err, table
-from pgha.errors import CheckFailed, UsageError
+from pgha.errors import CheckFailed, UsageError, pgha_command
 
 
 def _profiles() -> list[str]:
@@ -107,7 +107,8 @@ def certs_check(spec_path: str | None, fmt: str) -> None:
     emit(data, fmt, table("certificates", ["file", "CN", "SANs", "days left", "status"], rows))
     bad = [s for s in statuses if not s.ok]
     if bad:
-        raise CheckFailed(f"{len(bad)} certificate(s) with problems", hint="run `pgha certs` to (re)issue them")
+        raise CheckFailed(f"{len(bad)} certificate(s) with problems",
+                          hint=f"run `{pgha_command('certs')}` to (re)issue them")
 
 
 @cli.command()

@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass
 
 from pgha.deploy import sources
-from pgha.errors import PghaError
+from pgha.errors import PghaError, pgha_command
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.ssh import SshTransport
 
@@ -127,7 +127,7 @@ def install(t: SshTransport, node: Node, have: PackageFacts) -> None:
             raise PghaError(f"{node.name}: installing {pkgs} failed",
                             details=(res.stdout[-1500:] + res.stderr[-1500:]).strip(),
                             hint="online: can the server reach its apt mirror (and PGDG's)? bundle: was it "
-                                 "built for this release (`pgha bundle build`)?")
+                                 f"built for this release (`{pgha_command('bundle', 'build')}`)?")
     tarball = sources.etcd_tarball(spec) if node.is_postgres else None
     if tarball and not have.etcd_ok:
         sources.install_etcd(t, node, tarball)

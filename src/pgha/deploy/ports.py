@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from pgha.doctor.collect import node_ports, operator_ports, port_matrix
 from pgha.doctor.model import PortFact
-from pgha.errors import PghaError
+from pgha.errors import PghaError, pgha_command
 from pgha.service import SERVICES
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.base import Transport
@@ -169,7 +169,7 @@ class PortReport:
         return PghaError(f"ports the cluster needs are not open (the seed's section 2): "
                          f"{', '.join(filter(None, what))}; nothing was installed or started",
                          details="\n".join(self.lines() + list(self.notes)),
-                         hint=hint + " — or skip this check: pgha deploy --no-port-check")
+                         hint=hint + f" — or skip this check: {pgha_command('deploy', '--no-port-check')}")
 
     def as_dict(self) -> dict[str, Any]:
         """The report for ``--format json``."""
@@ -263,7 +263,8 @@ def check(spec: ClusterSpec, transport: Transport, selected: tuple[Node, ...] | 
     notes = (f"not checked: VRRP (IP protocol 112, multicast to 224.0.0.18) between {haproxy}, keepalived's "
              "election: not TCP; allow it between them (e.g. `iptables -A INPUT -p vrrp -s <peer> -j ACCEPT`)",
              f"not checked here: applications -> VIP {spec.vip.address}:{spec.ports.postgresql} and "
-             f":{spec.ports.postgresql_replicas} (the VIP exists once keepalived runs; `pgha verify` checks it)")
+             f":{spec.ports.postgresql_replicas} (the VIP exists once keepalived runs; "
+             f"`{pgha_command('verify')}` checks it)")
     return PortReport(tuple(facts), {k: v for k, v in listened.items() if v}, {k: v for k, v in served.items() if v},
                       tuple(problems), time.monotonic() - t0, notes, fixes(spec, facts))
 

@@ -29,7 +29,7 @@ from pgha.deploy import packages, sources
 from pgha.deploy.bundle import ROLES, Bundle
 from pgha.deploy.ports import PortReport
 from pgha.deploy.ports import check as check_ports
-from pgha.errors import UsageError
+from pgha.errors import UsageError, pgha_command
 from pgha.layout import StateLayout
 from pgha.orchestrate import Orchestrator, Reporter
 from pgha.pki import ensure_pki
@@ -288,10 +288,12 @@ class Deployer:
                 if self.spec.deploy.packages == "bundle":
                     bundle = Bundle(self.spec.bundle_dir)
                     if not bundle.exists():
-                        raise UsageError(f"no package bundle in {bundle.dir}", hint="build it: pgha bundle build")
+                        raise UsageError(f"no package bundle in {bundle.dir}",
+                                         hint=f"build it: {pgha_command('bundle', 'build')}")
                     if not bundle.built_for(self.spec):
                         raise UsageError(f"the package bundle in {bundle.dir} has PostgreSQL from elsewhere than "
-                                         "deploy.postgresql says", hint="rebuild it: pgha bundle build")
+                                         "deploy.postgresql says",
+                                         hint=f"rebuild it: {pgha_command('bundle', 'build')}")
                     tars = {r: (bundle.tar(r).read_bytes(), bundle.manifest_id(r)) for r in ROLES}
 
                 def one(f: ServerFacts) -> None:

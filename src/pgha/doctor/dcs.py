@@ -4,6 +4,7 @@ at ``new`` (the seed's section 19: "no leader elected", "etcd re-forms on restar
 from __future__ import annotations
 
 from pgha.doctor.model import Evidence, Finding, Severity, last_line
+from pgha.errors import pgha_command
 
 
 def _member_detail(ev: Evidence, member: str, error: str | None) -> tuple[str, str | None]:
@@ -67,7 +68,7 @@ def no_leader(ev: Evidence) -> list[Finding]:
                 parts.append(f"{f.node.name}: {line}")
     return [Finding("no leader elected (etcd is healthy)", "; ".join(parts),
                     " ; ".join(fixes) if fixes else
-                    "read the Patroni logs above; if the cluster is paused: `pgha resume`",
+                    f"read the Patroni logs above; if the cluster is paused: `{pgha_command('resume')}`",
                     code="patroni.no_leader")]
 
 

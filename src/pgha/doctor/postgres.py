@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from pgha.doctor.model import Evidence, Finding, NodeFacts, Severity, etcd3_section, last_line
+from pgha.errors import pgha_command
 from pgha.transport.base import ProcessInfo
 
 PG_ERRORS = ("FATAL:", "PANIC:", "could not", "invalid value", "private key file", "password authentication")
@@ -66,8 +67,8 @@ def start_failed(ev: Evidence) -> list[Finding]:
         f = ev.facts(node.name) if node else None
         if node is None or f is None:
             continue
-        fix = (f"fix what PostgreSQL says above, then `pgha restart {node.name}`"
-               + ("" if m.is_leader else f" (or rebuild the replica: `pgha reinit {node.name}`)"))
+        fix = (f"fix what PostgreSQL says above, then `{pgha_command('restart', node.name)}`"
+               + ("" if m.is_leader else f" (or rebuild the replica: `{pgha_command('reinit', node.name)}`)"))
         out.append(Finding(f"{m.name} is stuck in '{m.state}': PostgreSQL does not start", _pg_error(f), fix,
                            node=node.name, code="patroni.start_failed"))
     return out
@@ -131,17 +132,18 @@ def replica_not_streaming(ev: Evidence) -> list[Finding]:
             in_config = _hba_allows_replication("\n".join(_config_hba(lf.patroni_config)), str(node.address))
             seen.append(f"{lf.pg_data}/pg_hba.conf on {lnode.name} has no replication entry for {node.address}")
             fix.append(f"pg_hba.conf on {lnode.name} was edited by hand (config.yml has the rule): "
-                       f"`pgha restart {lnode.name}` rewrites it, or add `{rule}` back and "
+                       f"`{pgha_command('restart', lnode.name)}` rewrites it, or add `{rule}` back and "
                        "`SELECT pg_reload_conf()`" if in_config else
                        f"add `{rule}` to postgresql.pg_hba in {lf.patroni_config_path} on {lnode.name}, "
-                       "then `pgha reload`")
+                       f"then `{pgha_command('reload')}`")
         elif line and "password authentication failed" in line:
             fix.append(f"the replicator password in the database differs from {f.patroni_config_path} "
                        "(postgresql.authentication.replication.password): on the leader, "
                        "ALTER ROLE replicator PASSWORD '<that password>'")
         out.append(Finding(f"replica {m.name} is not streaming from the leader {leader.name}", "; ".join(seen),
-                           " ; ".join(fix) or f"see `pgha logs {node.name} patroni` ; if its timeline "
-                           f"diverged: `pgha reinit {node.name}`", node=node.name, code="replication.not_streaming"))
+                           " ; ".join(fix) or f"see `{pgha_command('logs', node.name, 'patroni')}` ; if its "
+                           f"timeline diverged: `{pgha_command('reinit', node.name)}`", node=node.name,
+                           code="replication.not_streaming"))
     return out
 
 
@@ -154,13 +156,14 @@ def rewind(ev: Evidence) -> list[Finding]:
                          "target server needs to use either data checksums")
         if line and f.node.member_name not in streaming:
             out.append(Finding(f"pg_rewind failed on {f.node.name}: the old primary cannot rejoin", f"log: {line}",
-                               f"`pgha reinit {f.node.name}` (rebuilds it from the leader)", node=f.node.name,
-                               code="rewind.failed"))
+                               f"`{pgha_command('reinit', f.node.name)}` (rebuilds it from the leader)",
+                               node=f.node.name, code="rewind.failed"))
         pg = f.pg
         if pg and pg.reachable and pg.data_checksums is False and pg.wal_log_hints is False:
             out.append(Finding(
                 f"pg_rewind will fail on {f.node.name} after a failover", "data_checksums = off, wal_log_hints = off",
-                "`pgha config set postgresql.parameters.wal_log_hints=on`, then `pgha restart --all --pending`",
+                f"`{pgha_command('config', 'set', 'postgresql.parameters.wal_log_hints=on')}`, then "
+                f"`{pgha_command('restart', '--all', '--pending')}`",
                 Severity.WARNING, f.node.name, "rewind.not_possible"))
     return out
 
@@ -203,7 +206,7 @@ def outside_patroni(ev: Evidence) -> list[Finding]:
                     (f"on {f.node.name}: systemctl disable --now postgresql (the distribution's service)"
                      if distro else
                      f"on {f.node.name}: runuser -u {p.user} -- pg_ctl stop -m fast -D {data}  (or kill -INT {p.pid})")
-                    + f" ; if Patroni's PostgreSQL was disturbed: `pgha restart {f.node.name}`",
+                    + f" ; if Patroni's PostgreSQL was disturbed: `{pgha_command('restart', f.node.name)}`",
                     node=f.node.name, code="postgres.outside_patroni"))
             elif patroni is not None and not patroni.running:
                 out.append(Finding(
@@ -228,7 +231,8 @@ def superuser_password(ev: Evidence) -> list[Finding]:
             out.append(Finding(
                 f"the superuser password in {f.node.name}'s Patroni config differs from pgha's secrets",
                 f"postgresql.authentication.superuser.password in {f.patroni_config_path} is not secrets.yml's",
-                f"deploy config.yml again from pgha's secrets (`pgha render`), then {ev.restart(f.node, 'patroni')}",
+                f"deploy config.yml again from pgha's secrets (`{pgha_command('render')}`), "
+                f"then {ev.restart(f.node, 'patroni')}",
                 Severity.WARNING, f.node.name, "postgres.password_config"))
         if f.pg and f.pg.error and "password authentication failed" in f.pg.error:
             rejected.append((f, f.pg.error))

@@ -4,10 +4,13 @@ whether postgres can read what Patroni and PostgreSQL open (the seed's setfacl s
 from __future__ import annotations
 
 from pgha.doctor.model import Evidence, FileFact, Finding, Severity
+from pgha.errors import pgha_command
 from pgha.pki import RENEW_DAYS
 
-REISSUE = "`pgha certs` (re-issues it), then deploy the new files (`pgha render` writes them with owners and " \
-          "modes) and restart the services that use them"
+
+def reissue() -> str:
+    return (f"`{pgha_command('certs')}` (re-issues it), then deploy the new files (`{pgha_command('render')}` "
+            "writes them with owners and modes) and restart the services that use them")
 
 
 def expiry(ev: Evidence) -> list[Finding]:
@@ -23,8 +26,9 @@ def expiry(ev: Evidence) -> list[Finding]:
             out.append(Finding(
                 f"certificate {'expired' if expired else 'expires soon'} on {f.node.name}: {c.path}",
                 f"notAfter {c.not_after:%Y-%m-%d %H:%M} UTC ({days:.0f} days)",
-                "replace the cluster CA: `pgha certs` cannot re-sign with an expiring CA; see the README" if
-                c.kind in ("ca", "haproxy-ca") else REISSUE,
+                f"replace the cluster CA: `{pgha_command('certs')}` cannot re-sign with an expiring CA; "
+                "see the README" if
+                c.kind in ("ca", "haproxy-ca") else reissue(),
                 Severity.ERROR if expired else Severity.WARNING, f.node.name, "tls.expiry"))
     return out
 
@@ -43,7 +47,7 @@ def sans(ev: Evidence) -> list[Finding]:
             if missing:
                 out.append(Finding(f"certificate on {f.node.name} lacks SANs: {c.path}",
                                    f"has {', '.join(c.sans) or 'no SAN'}; missing {', '.join(missing)}",
-                                   REISSUE, node=f.node.name, code="tls.sans"))
+                                   reissue(), node=f.node.name, code="tls.sans"))
     return out
 
 
@@ -58,9 +62,9 @@ def chain(ev: Evidence) -> list[Finding]:
                                    "then restart the services that use it", node=f.node.name, code="tls.ca_mismatch"))
             elif c.issued_by_node_ca is False:
                 out.append(Finding(f"certificate on {f.node.name} is not signed by the node's CA: {c.path}",
-                                   "the chain to ca.crt is broken", REISSUE, node=f.node.name, code="tls.chain"))
+                                   "the chain to ca.crt is broken", reissue(), node=f.node.name, code="tls.chain"))
             elif c.error:
-                out.append(Finding(f"certificate on {f.node.name} cannot be read: {c.path}", c.error, REISSUE,
+                out.append(Finding(f"certificate on {f.node.name} cannot be read: {c.path}", c.error, reissue(),
                                    node=f.node.name, code="tls.unreadable_cert"))
     return out
 
@@ -79,8 +83,8 @@ def ownership(ev: Evidence) -> list[Finding]:
         for x in f.files:
             if x.stat is None:
                 out.append(Finding(f"{x.path} is missing on {f.node.name}", "no such file",
-                                   REISSUE if x.path.endswith((".crt", ".key", ".pem")) else
-                                   "deploy it again (`pgha render` writes every node's files)",
+                                   reissue() if x.path.endswith((".crt", ".key", ".pem")) else
+                                   f"deploy it again (`{pgha_command('render')}` writes every node's files)",
                                    node=f.node.name, code="files.missing"))
                 continue
             wrong_owner = (x.stat.owner, x.stat.group) != (x.want_owner, x.want_group)

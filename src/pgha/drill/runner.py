@@ -10,7 +10,7 @@ from typing import Any
 
 from pgha.drill.prober import DIRECT_TABLE, TABLE, Attempt, Writer, create_tables
 from pgha.drill.scenarios import SCENARIOS, DrillContext, Scenario
-from pgha.errors import PghaError, UsageError
+from pgha.errors import PghaError, UsageError, pgha_command
 from pgha.ops import Operations
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
@@ -125,7 +125,7 @@ class DrillRunner:
             except Exception:  # not yet
                 pass
             time.sleep(0.2)
-        raise PghaError(f"drill: {what} not reached after {timeout:g} s", hint="see `pgha status`")
+        raise PghaError(f"drill: {what} not reached after {timeout:g} s", hint=f"see `{pgha_command('status')}`")
 
     def whole(self, snap: ClusterSnapshot) -> bool:
         return (self.ops.healthy(snap) and all(e.healthy for e in snap.etcd)
@@ -226,7 +226,7 @@ class DrillRunner:
             try:
                 t = self.wait("writes through the VIP after the fault", recovered, 120)
             except PghaError as exc:
-                raise PghaError(str(exc), hint="see `pgha status` and `pgha logs NODE`",
+                raise PghaError(str(exc), hint=f"see `{pgha_command('status')}` and `{pgha_command('logs', 'NODE')}`",
                                 details=self._stuck(vip)) from None
             result.writes_recovered_after_s = round(t - t0, 3)
             time.sleep(scenario.hold)

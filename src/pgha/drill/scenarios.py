@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pgha.errors import PghaError
+from pgha.errors import PghaError, pgha_command
 from pgha.layout import NodeLayout
 from pgha.ops import Operations
 from pgha.spec import ClusterSpec, Node
@@ -89,7 +89,8 @@ def _etcd_quorum_loss(ctx: DrillContext) -> str:
 def _vip_holder(ctx: DrillContext) -> Node:
     if ctx.vip_holder is None:
         raise PghaError("no HAProxy node holds the VIP: this drill faults the VIP holder",
-                        hint="see `pgha status`; `pgha doctor` names why the VIP is missing")
+                        hint=f"see `{pgha_command('status')}`; `{pgha_command('doctor')}` names why the VIP "
+                             "is missing")
     return ctx.vip_holder
 
 

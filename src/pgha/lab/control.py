@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgha.errors import MissingPrerequisite, UsageError
+from pgha.errors import MissingPrerequisite, UsageError, pgha_command
 from pgha.lab.network import LabNetwork, existing_namespaces, ip
 from pgha.layout import NodeLayout, StateLayout
 from pgha.orchestrate import Orchestrator, Reporter, Timings
@@ -28,7 +28,7 @@ def check_prerequisites(spec: ClusterSpec) -> None:
     """Root, namespaces and the engines' binaries, with what to install when one is missing."""
     if os.geteuid() != 0:
         raise MissingPrerequisite("the lab needs root (network namespaces, system users, daemons)",
-                                  hint="run it as root, e.g. `sudo .venv/bin/pgha lab up`")
+                                  hint=f"run it as root, e.g. `sudo .venv/bin/{pgha_command('lab', 'up')}`")
     needed = {
         spec.etcd_bin: "apt-get install etcd-server etcd-client",
         "/usr/sbin/haproxy": "apt-get install haproxy",
@@ -152,7 +152,8 @@ class Lab:
     # -- status and faults ------------------------------------------------------------------
     def require_running(self) -> None:
         if not self.transport.supervisor.is_running():
-            raise UsageError(f"no lab is running for cluster {self.spec.name}", hint="start it: pgha lab up")
+            raise UsageError(f"no lab is running for cluster {self.spec.name}",
+                             hint=f"start it: {pgha_command('lab', 'up')}")
 
     def processes(self) -> list[ProcessRow]:
         self.require_running()
@@ -207,7 +208,8 @@ class Lab:
         if service == "postgres":
             raise UsageError("postgres is managed by Patroni: stop patroni, or kill postgres")
         self.transport.stop(node, service)
-        return f"stopped {service} on {node.name} (held down until `pgha lab start`)"
+        start = pgha_command("lab", "start", node.name, service)
+        return f"stopped {service} on {node.name} (held down until `{start}`)"
 
     def start(self, node_name: str, service: str | None = None) -> str:
         """Start a service, or every service of the node (after `crash`)."""
@@ -240,7 +242,7 @@ class Lab:
                 pm = self.transport.kill_postmaster(node, self._layout(node).pg_data, "KILL")
                 killed.append(f"postmaster (pid {pm})" if pm else "postmaster (not running)")
         return (f"{node.name} crashed: SIGKILL {', '.join(killed)}; held down until "
-                f"`pgha lab start {node.name}`")
+                f"`{pgha_command('lab', 'start', node.name)}`")
 
     def isolate(self, node_name: str) -> str:
         self.require_running()

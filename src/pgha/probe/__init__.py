@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
-from pgha.errors import MissingPrerequisite
+from pgha.errors import MissingPrerequisite, pgha_command
 from pgha.layout import StateLayout
 from pgha.secrets import Secrets, load_secrets
 from pgha.spec import ClusterSpec
@@ -25,7 +25,8 @@ class Credentials:
         state = StateLayout(spec.state_dir)
         if not (state.pki / "ca.crt").exists():
             raise MissingPrerequisite(f"no certificates for cluster {spec.name} in {state.pki}",
-                                      hint="create them: `pgha certs` (the lab's `pgha lab up` does)")
+                                      hint=f"create them: `{pgha_command('certs')}` (the lab's "
+                                           f"`{pgha_command('lab', 'up')}` does)")
         return cls(str(state.pki / "ca.crt"), str(state.pki / "client.crt"), str(state.pki / "client.key"),
                    load_secrets(state))
 

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from pgha.errors import PghaError
+from pgha.errors import PghaError, pgha_command
 from pgha.lab.network import LabNames
 from pgha.lab.supervision import Supervisor, program_name
 from pgha.layout import StateLayout
@@ -28,7 +28,7 @@ def _ids(owner: str, group: str) -> tuple[int, int]:
         return pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid
     except KeyError as exc:
         raise PghaError(f"system user or group missing: {exc.args[0]}",
-                        hint="run `pgha lab up`, which creates the seed's system users") from None
+                        hint=f"run `{pgha_command('lab', 'up')}`, which creates the seed's system users") from None
 
 
 def _set_meta(path: str, owner: str, group: str, mode: int, acl: tuple[str, ...]) -> bool:
@@ -213,5 +213,5 @@ class NetnsTransport(Transport):
 
     def service_command(self, node: Node, service: str, action: str) -> str:
         if action == "restart":
-            return f"pgha lab stop {node.name} {service} && pgha lab start {node.name} {service}"
-        return f"pgha lab {action} {node.name} {service}"
+            return " && ".join(pgha_command("lab", verb, node.name, service) for verb in ("stop", "start"))
+        return pgha_command("lab", action, node.name, service)

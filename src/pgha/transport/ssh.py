@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from pgha.errors import PghaError
+from pgha.errors import PghaError, pgha_command
 from pgha.plan import SYSTEM_USERS, DirEntry, FileEntry, NodePlan
 from pgha.spec import ClusterSpec, Node, SshTarget
 from pgha.transport import files_helper
@@ -273,8 +273,8 @@ class SshTransport(Transport):
                               f"(its package is not installed)' >&2; exit 1; }}")
         res = self.shell(node, "\n".join(["set -e", *script]))
         if not res.ok:
-            raise PghaError(f"{node.name}: system users: {res.stderr.strip()}", hint="run `pgha deploy`, which "
-                            "installs the packages first")
+            raise PghaError(f"{node.name}: system users: {res.stderr.strip()}",
+                            hint=f"run `{pgha_command('deploy')}`, which installs the packages first")
 
     # -- services (systemd) ----------------------------------------------------------------------
     def install_services(self, plans: list[NodePlan]) -> None:
