@@ -91,7 +91,7 @@ class Writer:
             t0 = time.time()
             try:
                 if conn is None or conn.closed:
-                    conn = (psycopg.connect(self.dsn, autocommit=True) if self.dsn else
+                    conn = (pg_probe.connect_dsn(self.dsn) if self.dsn else
                             pg_probe.connect(self.host, self.port, self.creds, connect_timeout=2))
                 params = (self.run, self.node, seq) if self.node else (self.run, seq)
                 row = conn.execute(sql, params).fetchone()

@@ -1,4 +1,6 @@
-"""Small typed clients of the running stack. Nothing outside this package speaks HTTP or SQL to it."""
+"""Small typed clients of the running stack: etcd's v3 gateway, Patroni's REST API, HAProxy's stats,
+PostgreSQL. Every HTTP request and every database connection pgha makes to the stack is opened here —
+operations (Patroni's REST) and the drill's writers included."""
 
 from __future__ import annotations
 

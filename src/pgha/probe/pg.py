@@ -25,7 +25,12 @@ def dsn(host: str, port: int, creds: Credentials, *, dbname: str = "postgres", u
 
 def connect(host: str, port: int, creds: Credentials, **kw: Any) -> psycopg.Connection[Any]:
     autocommit = kw.pop("autocommit", True)
-    return psycopg.connect(dsn(host, port, creds, **kw), autocommit=autocommit)
+    return connect_dsn(dsn(host, port, creds, **kw), autocommit=autocommit)
+
+
+def connect_dsn(conninfo: str, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A connection from a whole DSN (the peer benchmark's libpq multi-host string, for one)."""
+    return psycopg.connect(conninfo, autocommit=autocommit)
 
 
 def query(host: str, port: int, creds: Credentials, sql: str, params: Any = None,

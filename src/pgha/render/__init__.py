@@ -2,7 +2,10 @@
 
 YAML configs (Patroni) are built as dicts and dumped; line formats (haproxy.cfg, keepalived.conf,
 systemd units, etcd's env file) are small templates filled strictly: a missing variable is an error.
-Nothing outside this package writes a configuration format.
+Every engine's configuration is rendered here: etcd, Patroni (and through it PostgreSQL and pg_hba),
+patronictl, HAProxy, keepalived and its check, the systemd units and drop-ins. Files that configure the
+machine around the engines are written beside the code that uses them: the lab's supervisord programs
+(lab/), apt sources and systemd-tmpfiles for servers (deploy/), the spec and the secrets.
 """
 
 from __future__ import annotations
