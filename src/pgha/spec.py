@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from pgha import DEFAULT_SPEC_FILE
 from pgha.errors import SpecError, UsageError
@@ -36,6 +36,49 @@ def _address_text(value: Any) -> Any:
 
 
 IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(_address_text)]
+
+# Strict values: everything below reaches a shell, a unit file, a config line or a path on a node run
+# by root, so each type excludes newlines, shell metacharacters and `..` (issue 18, item 5).
+_PATH_RE = re.compile(r"/|(/[A-Za-z0-9_+@=,.-]+)+")
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+_WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _absolute_path(value: str) -> str:
+    """An absolute, normalised path of plain characters: no `..`, `.`, `//`, trailing `/`, spaces or quotes."""
+    parts = value.split("/")[1:]
+    if not _PATH_RE.fullmatch(value) or any(p in (".", "..") for p in parts):
+        raise ValueError("must be an absolute, normalised path of letters, digits and _+@=,.- "
+                         "(no '..', '.', '//', trailing '/', spaces, quotes or shell characters)")
+    return value
+
+
+def _ifname(value: str) -> str:
+    """Linux's interface name rules (1-15 bytes, no '/', ':' or whitespace), narrowed to plain characters."""
+    if not _IFNAME_RE.fullmatch(value):
+        raise ValueError("not an interface name: 1-15 letters, digits, '_', '.', '-' (not first), "
+                         "no spaces, '/', ':' or newlines")
+    return value
+
+
+def _word(value: str) -> str:
+    if not _WORD_RE.fullmatch(value):
+        raise ValueError("must be 1-64 letters, digits, '_', '.', '-', starting with a letter or digit "
+                         "(no spaces, quotes or shell characters)")
+    return value
+
+
+def _text_line(value: str) -> str:
+    """Free text on this machine (a local file name): one line, no control characters."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must be one line without control characters")
+    return value
+
+
+AbsPath = Annotated[str, AfterValidator(_absolute_path)]
+IfName = Annotated[str, AfterValidator(_ifname)]
+Word = Annotated[str, AfterValidator(_word)]
+LocalPath = Annotated[str, AfterValidator(_text_line)]
 
 
 class Frozen(BaseModel):
@@ -71,9 +114,9 @@ SSH_KEY_RE = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|ssh-dss) [A-Z
 class NodeSsh(Frozen):
     """How pgha reaches one server over SSH; fields left out come from ``deploy.ssh``."""
 
-    user: str | None = None
+    user: Word | None = None
     port: Annotated[int | None, Field(ge=1, le=65535)] = None
-    key_file: str | None = None
+    key_file: LocalPath | None = None
     host_key: Annotated[str | None, Field(pattern=SSH_KEY_RE)] = None
     """The server's public host key, pinned (``ssh-ed25519 AAAA...``, as in /etc/ssh/ssh_host_*.pub);
     without it the key must be in ``known_hosts``. An unknown key is never accepted."""
@@ -111,7 +154,7 @@ class Vip(Frozen):
 
     address: IPv4
     prefix: Annotated[int, Field(ge=8, le=32)] = 24
-    interface: str = "eth0"
+    interface: IfName = "eth0"
     router_id: Annotated[int, Field(ge=1, le=255)] = 51
     advert_int: Annotated[int, Field(ge=1, le=255)] = 1
     nopreempt: bool = False
@@ -169,8 +212,10 @@ SEED_PG_PARAMETERS: dict[str, str | int | float | bool] = {"max_connections": 10
 
 class Postgresql(Frozen):
     version: Annotated[int, Field(ge=12, le=30)] = 15
-    parameters: dict[str, str | int | float | bool] = Field(default_factory=lambda: dict(SEED_PG_PARAMETERS))
-    bin_dir: str | None = None
+    parameters: dict[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.]{0,62}$")],
+                     Annotated[str, AfterValidator(_text_line)] | int | float | bool] = Field(
+        default_factory=lambda: dict(SEED_PG_PARAMETERS))
+    bin_dir: AbsPath | None = None
     """Directory of pg_ctl, initdb, pg_rewind; found from ``version`` when not given."""
 
 
@@ -185,8 +230,8 @@ class Watchdog(Frozen):
 
     mode: Literal["off", "automatic", "required"] = "automatic"
     """``required``: Patroni refuses to lead without a working watchdog; ``automatic``: uses it if present."""
-    device: str = "/dev/watchdog"
-    module: str | None = "softdog"
+    device: AbsPath = "/dev/watchdog"
+    module: Word | None = "softdog"
     """Kernel module loaded before Patroni starts on servers (``None`` for a hardware watchdog whose
     driver the system loads itself)."""
     safety_margin: Annotated[int, Field(ge=-1)] = 5
@@ -196,19 +241,19 @@ class Watchdog(Frozen):
 class Paths(Frozen):
     """Where files live on each node (absolute paths, as on a real server)."""
 
-    certs: str = "/etc/etcd/certs"
-    etcd_data: str = "/var/lib/etcd"
-    etcd_conf: str = "/etc/etcd"
-    patroni_conf: str = "/etc/patroni"
-    pg_data: str = "/var/lib/postgresql/data"
-    pg_home: str = "/var/lib/postgresql"
-    pg_socket_dir: str = "/var/run/postgresql"
-    haproxy_conf: str = "/etc/haproxy"
-    keepalived_conf: str = "/etc/keepalived"
-    run_dir: str = "/run/pgha"
-    etcd_bin: str = "/usr/bin/etcd"
+    certs: AbsPath = "/etc/etcd/certs"
+    etcd_data: AbsPath = "/var/lib/etcd"
+    etcd_conf: AbsPath = "/etc/etcd"
+    patroni_conf: AbsPath = "/etc/patroni"
+    pg_data: AbsPath = "/var/lib/postgresql/data"
+    pg_home: AbsPath = "/var/lib/postgresql"
+    pg_socket_dir: AbsPath = "/var/run/postgresql"
+    haproxy_conf: AbsPath = "/etc/haproxy"
+    keepalived_conf: AbsPath = "/etc/keepalived"
+    run_dir: AbsPath = "/run/pgha"
+    etcd_bin: AbsPath = "/usr/bin/etcd"
     """Debian's etcd-server; /usr/local/bin/etcd for the release tarball the seed installs."""
-    patroni_venv: str = "/opt/pgha/patroni"
+    patroni_venv: AbsPath = "/opt/pgha/patroni"
     """A virtualenv with Patroni, built from the system Python so ``postgres`` can execute it."""
 
 
@@ -222,12 +267,12 @@ class Lab(Frozen):
 class Ssh(Frozen):
     """SSH defaults of every server (`pgha deploy`); each node's ``ssh`` overrides them."""
 
-    user: str = "root"
+    user: Word = "root"
     """root, or a user with passwordless sudo."""
     port: Annotated[int, Field(ge=1, le=65535)] = 22
-    key_file: str | None = None
+    key_file: LocalPath | None = None
     """Private key; default: the SSH agent and ~/.ssh/id_* keys."""
-    known_hosts: str | None = None
+    known_hosts: LocalPath | None = None
     """known_hosts file checked for host keys not pinned in the spec; default ~/.ssh/known_hosts."""
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
 
@@ -255,7 +300,7 @@ class PostgresqlSource(Frozen):
     source: Literal["distribution", "pgdg"] = "distribution"
     """``pgdg``: servers get the apt source ``<mirror> <codename>-pgdg main`` signed by ``keyring``
     (``online``); `pgha bundle build` downloads the packages from it (``bundle``)."""
-    keyring: str | None = None
+    keyring: LocalPath | None = None
     """The PGDG signing key on this machine (armored ``.asc`` or binary ``.gpg``), required for ``pgdg``.
     pgha ships it to the servers and never fetches a key itself: get it, check its fingerprint, name it."""
     mirror: str = PGDG_MIRROR
@@ -268,11 +313,11 @@ class EtcdSource(Frozen):
     source: Literal["distribution", "tarball"] = "distribution"
     """``tarball``: a release tarball (``etcd-vX.Y.Z-linux-amd64.tar.gz``) from this machine, checked
     against ``sha256``, shipped over SSH; etcd, etcdctl (and etcdutl) go to ``install_dir``."""
-    tarball: str | None = None
+    tarball: LocalPath | None = None
     """Path of the tarball on this machine (required for ``tarball``; never downloaded by pgha)."""
     sha256: Annotated[str | None, Field(pattern=r"^[0-9a-fA-F]{64}$")] = None
     """The tarball's SHA-256 (required for ``tarball``): from the release's SHA256SUMS."""
-    install_dir: str = "/usr/local/bin"
+    install_dir: AbsPath = "/usr/local/bin"
     """Where the binaries go (the seed's /usr/local/bin); the etcd unit runs ``<install_dir>/etcd``."""
 
 
@@ -282,11 +327,12 @@ class Deploy(Frozen):
     packages: Literal["online", "bundle"] = "online"
     """``online``: each server uses its own apt and PyPI; ``bundle``: an offline bundle built by
     `pgha bundle build` on this machine, shipped over SSH (air-gapped servers)."""
-    bundle_dir: str | None = None
+    bundle_dir: LocalPath | None = None
     """Where `pgha bundle build` writes the bundle; default <state_dir>/bundle."""
     timezone: str | None = None
     """The seed's section 2 step 1 (e.g. Europe/Madrid); unset: left as it is."""
-    patroni: str = "patroni[etcd3,psycopg3]>=4.1,<4.2"
+    patroni: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(\[[A-Za-z0-9_,.-]+\])?[A-Za-z0-9_.,<>=!~* ]*$")] = (
+        "patroni[etcd3,psycopg3]>=4.1,<4.2")
     """The pip requirement of Patroni's virtualenv."""
     postgresql: PostgresqlSource = PostgresqlSource()
     etcd: EtcdSource = EtcdSource()
@@ -297,9 +343,10 @@ class ClusterSettings(Frozen):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = "postgresql-cluster"
     """Patroni's scope; also names the lab's namespaces and the state directory."""
     namespace: Annotated[str, Field(pattern=r"^/([A-Za-z0-9_.-]+/)*$")] = "/service/"
-    etcd_token: str = "etcd-cluster"
-    state_dir: str | None = None
-    """Certificates, secrets, rendered files and the lab's node roots; default /var/lib/pgha/<name>."""
+    etcd_token: Word = "etcd-cluster"
+    state_dir: AbsPath | None = None
+    """Certificates, secrets, rendered files and the lab's node roots; default /var/lib/pgha/<name>.
+    Must lie below the state root (/var/lib/pgha, or $PGHA_STATE_ROOT): `lab down` removes it."""
 
 
 PROFILES: dict[Profile, dict[str, dict[str, Any]]] = {
@@ -426,7 +473,7 @@ _UNION_TAGS = {"str", "int", "float", "bool", "function-before[_address_text(), 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        if part in _UNION_TAGS:
+        if part in _UNION_TAGS or part == "[key]" or str(part).startswith("function-after["):
             continue  # pydantic names the union member it tried; the user wrote one field
         if isinstance(part, int):
             out += f"[{part}]"
@@ -443,7 +490,7 @@ def _pydantic_message(err: dict[str, Any]) -> str:
         return "is required"
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-    return f"{err['msg'].rstrip('.')} (got {shown})"
+    return f"{err['msg'].removeprefix('Value error, ').rstrip('.')} (got {shown})"
 
 
 def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
@@ -533,25 +580,23 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
         if pg.source == "pgdg" and not pg.keyring:
             errors.append(("deploy.postgresql.keyring", "required with source pgdg: the repository's signing key "
                                                         "file on this machine (pgha never fetches a key)"))
-        if not re.fullmatch(r"(https?|file)://\S+", pg.mirror):
+        if not re.fullmatch(r"(https?|file)://[A-Za-z0-9._~:/?#@!&+,;=%-]+", pg.mirror):
             errors.append(("deploy.postgresql.mirror", f"{pg.mirror!r} is not an http(s):// or file:// URL"))
         if etcd.source == "tarball":
             for key in ("tarball", "sha256"):
                 if not getattr(etcd, key):
                     errors.append((f"deploy.etcd.{key}", "required with source tarball (the release tarball "
                                                           "on this machine and its SHA-256)"))
-            if not etcd.install_dir.startswith("/"):
-                errors.append(("deploy.etcd.install_dir", "must be an absolute path"))
             if "etcd_bin" in spec.paths.model_fields_set and spec.paths.etcd_bin != spec.etcd_bin:
                 errors.append(("paths.etcd_bin", f"{spec.paths.etcd_bin}: with deploy.etcd.source tarball etcd "
                                                  f"runs from deploy.etcd.install_dir ({spec.etcd_bin})"))
     for i, node in enumerate(spec.nodes):
         if node.ssh != NodeSsh() and spec.deploy is None:
             errors.append((f"nodes[{i}].ssh", "SSH settings need a `deploy:` section (a cluster of servers)"))
-    for key in ("certs", "etcd_data", "etcd_conf", "patroni_conf", "pg_data", "pg_home", "pg_socket_dir",
-                "haproxy_conf", "keepalived_conf", "run_dir", "patroni_venv"):
-        if not str(getattr(spec.paths, key)).startswith("/"):
-            errors.append((f"paths.{key}", "must be an absolute path"))
+    given = spec.cluster.state_dir
+    if given is not None and (Path(given) == STATE_ROOT or not Path(given).is_relative_to(STATE_ROOT)):
+        errors.append(("cluster.state_dir", f"{given} is not below the state root {STATE_ROOT} (`pgha lab down` "
+                                            "removes the state directory; set PGHA_STATE_ROOT to move the root)"))
     return errors
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from pgha import spec as spec_mod
 from tests.deploy.helpers import FIGURES
-from tests.deploy.nspawn import SIX, Machines, spec_data
+from tests.deploy.nspawn import SIX, WORK, Machines, spec_data
 
 
 def _skip_reason() -> str | None:
@@ -27,6 +27,15 @@ def _skip_reason() -> str | None:
     if "pgha-pgha-bench-" in out and not os.environ.get("CI"):
         return "benchmarks are running on this machine (pgha-bench namespaces): not booting six machines now"
     return None
+
+
+@pytest.fixture(scope="package", autouse=True)
+def state_root() -> Iterator[Path]:
+    """The machines' state directories live under WORK: it is their state root (spec and pgha subprocesses)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(spec_mod, "STATE_ROOT", WORK)
+        mp.setenv("PGHA_STATE_ROOT", str(WORK))
+        yield WORK
 
 
 @pytest.fixture(scope="package")

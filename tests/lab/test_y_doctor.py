@@ -146,14 +146,14 @@ def test_etcd_initial_cluster_state_new(lab: Lab) -> None:
     _, (node, _) = roles(lab)
     env = layout(lab, node).etcd_env
     original = lab.transport.read_file(node, env)
-    assert original is not None and b'ETCD_INITIAL_CLUSTER_STATE="existing"' in original
+    assert original is not None and b"ETCD_INITIAL_CLUSTER_STATE=existing\n" in original
     with restored(lab):
         try:
             with open(env, "wb") as fh:
-                fh.write(original.replace(b'STATE="existing"', b'STATE="new"'))
+                fh.write(original.replace(b"STATE=existing\n", b"STATE=new\n"))
             f = the(wait_for(lab, "state new named", with_code("etcd.state_new"), 10), "etcd.state_new")
             assert node.name in f.problem and env in f.evidence
-            assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in f.fix and f"pgha lab stop {node.name} etcd" in f.fix
+            assert "ETCD_INITIAL_CLUSTER_STATE=existing/" in f.fix and f"pgha lab stop {node.name} etcd" in f.fix
         finally:
             with open(env, "wb") as fh:
                 fh.write(original)

@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pgha import spec as spec_mod
 from pgha.layout import StateLayout
 from pgha.pki import ensure_pki
 from pgha.plan import CertFiles, NodePlan, build
@@ -109,10 +110,11 @@ def base() -> Iterator[Path]:
 
 
 @pytest.fixture
-def work(base: Path) -> Path:
-    """This test's own directory (and so its own root prefix and PKI)."""
+def work(base: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own directory (and so its own root prefix and PKI); the state root for its spec."""
     path = Path(tempfile.mkdtemp(dir=base))
     path.chmod(0o755)
+    monkeypatch.setattr(spec_mod, "STATE_ROOT", path)
     return path
 
 

@@ -134,7 +134,7 @@ def test_initial_cluster_state_new_on_a_running_cluster() -> None:
     ev = evidence(pg={1: {"etcd_env": {"ETCD_INITIAL_CLUSTER_STATE": "new"}}})
     [f] = dcs.etcd_state_new(ev)
     assert f.severity is Severity.WARNING and f.node == "postgres-02"
-    assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in f.fix and "pgha lab restart postgres-02 etcd" in f.fix
+    assert "ETCD_INITIAL_CLUSTER_STATE=existing/" in f.fix and "pgha lab restart postgres-02 etcd" in f.fix
 
 
 def test_initial_cluster_state_new_while_forming_is_fine() -> None:

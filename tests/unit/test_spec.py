@@ -69,6 +69,12 @@ def drop(key: str) -> Change:
     return lambda d: d.pop(key)
 
 
+PATH_RULE = ("must be an absolute, normalised path of letters, digits and _+@=,.- "
+             "(no '..', '.', '//', trailing '/', spaces, quotes or shell characters)")
+IFNAME_RULE = ("not an interface name: 1-15 letters, digits, '_', '.', '-' (not first), "
+               "no spaces, '/', ':' or newlines")
+WORD_RULE = ("must be 1-64 letters, digits, '_', '.', '-', starting with a letter or digit "
+             "(no spaces, quotes or shell characters)")
 UNKNOWN = "unknown key (not part of the spec; see `pgha spec schema`)"
 NAME_RULE = "String should match pattern '^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$'"
 ODD_RULE = "postgres nodes: etcd runs on each and needs an odd number (1, 3, 5) to keep a quorum"
@@ -150,8 +156,38 @@ CASES = [
                  "dcs.synchronous_mode_strict: needs synchronous_mode: true", id="strict-without-sync"),
     # ports, paths, lab
     pytest.param(section("ports", restapi=5432), "ports.restapi: 5432 is also ports.postgresql", id="port-used-twice"),
-    pytest.param(section("paths", certs="etc/etcd/certs"), "paths.certs: must be an absolute path",
+    pytest.param(section("paths", certs="etc/etcd/certs"), f"paths.certs: {PATH_RULE} (got 'etc/etcd/certs')",
                  id="relative-path"),
+    # issue 18: values that reach a root-run shell, a unit file, a config line or a path
+    pytest.param(section("vip", interface="eth0\nExecStartPre=+/bin/sh -c id"),
+                 f"vip.interface: {IFNAME_RULE} (got 'eth0\\nExecStartPre=+/bin/sh -c id')",
+                 id="interface-with-a-newline"),
+    pytest.param(section("vip", interface="eth0;id"), f"vip.interface: {IFNAME_RULE} (got 'eth0;id')",
+                 id="interface-with-a-semicolon"),
+    pytest.param(section("vip", interface="an-interface-name"),
+                 f"vip.interface: {IFNAME_RULE} (got 'an-interface-name')", id="interface-too-long"),
+    pytest.param(section("cluster", etcd_token="$(touch /pwned)"),
+                 f"cluster.etcd_token: {WORD_RULE} (got '$(touch /pwned)')", id="token-with-a-command"),
+    pytest.param(section("paths", pg_data="/var/lib/postgresql/../../../etc"),
+                 f"paths.pg_data: {PATH_RULE} (got '/var/lib/postgresql/../../../etc')", id="path-with-dotdot"),
+    pytest.param(section("paths", haproxy_conf="/etc/haproxy cfg"),
+                 f"paths.haproxy_conf: {PATH_RULE} (got '/etc/haproxy cfg')", id="path-with-a-space"),
+    pytest.param(section("paths", run_dir="/run//pgha/"), f"paths.run_dir: {PATH_RULE} (got '/run//pgha/')",
+                 id="path-not-normalised"),
+    pytest.param(section("cluster", state_dir="/etc"),
+                 "cluster.state_dir: /etc is not below the state root {root} (`pgha lab down` removes the state "
+                 "directory; set PGHA_STATE_ROOT to move the root)", id="state-dir-outside-the-root"),
+    pytest.param(section("cluster", state_dir="/var/lib/pgha/../../etc"),
+                 f"cluster.state_dir: {PATH_RULE} (got '/var/lib/pgha/../../etc')", id="state-dir-with-dotdot"),
+    pytest.param(section("watchdog", module="softdog\nExecStartPre=+id"),
+                 f"watchdog.module: {WORD_RULE} (got 'softdog\\nExecStartPre=+id')", id="watchdog-module"),
+    pytest.param(section("watchdog", device="/dev/watchdog;id"),
+                 f"watchdog.device: {PATH_RULE} (got '/dev/watchdog;id')", id="watchdog-device"),
+    pytest.param(section("postgresql", bin_dir="/usr/lib/postgresql/15/bin/.."),
+                 f"postgresql.bin_dir: {PATH_RULE} (got '/usr/lib/postgresql/15/bin/..')", id="bin-dir"),
+    pytest.param(section("postgresql", parameters={"work_mem": "4MB\nshared_preload_libraries = 'x'"}),
+                 "postgresql.parameters.work_mem: must be one line without control characters "
+                 "(got \"4MB\\nshared_preload_libraries = 'x'\")", id="parameter-with-a-newline"),
     pytest.param(section("lab", bridge_address="10.203.0.204"),
                  "lab.bridge_address: 10.203.0.204 (the machine's address on the lab bridge) is taken by a node or "
                  "the VIP; set lab.bridge_address", id="bridge-address-taken"),
@@ -170,7 +206,7 @@ def test_spec_error_message(change: Change, expected: str) -> None:
     write_spec(data)
     with pytest.raises(SpecError) as exc:
         load(SPEC)
-    assert str(exc.value) == f"{SPEC}: {expected}"
+    assert str(exc.value) == f"{SPEC}: {expected}".replace("{root}", str(spec_mod.STATE_ROOT))
     assert exc.value.exit_code == 2
     with pytest.raises(SpecError) as from_data:
         parse(data, SPEC)
@@ -186,7 +222,7 @@ def test_spec_check_exits_2_with_the_message(change: Change, expected: str,
     write_spec(broken(change))
     code, err = check(capsys)
     assert code == 2
-    assert err.startswith(f"pgha: error: {SPEC}: {expected}")
+    assert err.startswith(f"pgha: error: {SPEC}: {expected}".replace("{root}", str(spec_mod.STATE_ROOT)))
     assert "Traceback" not in err
 
 
@@ -307,8 +343,10 @@ def test_default_data_round_trips_through_a_file() -> None:
 
 def test_state_dir_defaults_under_the_state_root(in_tmp: Path) -> None:
     assert parse(default_data(name="prod")).state_dir == in_tmp / "state" / "prod"
-    explicit = {**default_data(), "cluster": {"state_dir": "/srv/pgha"}}
-    assert parse(explicit).state_dir == Path("/srv/pgha")
+    explicit = {**default_data(), "cluster": {"state_dir": str(in_tmp / "state/a/b")}}
+    assert parse(explicit).state_dir == in_tmp / "state/a/b"
+    with pytest.raises(SpecError, match=r"cluster.state_dir: .*/state is not below the state root"):
+        parse({**default_data(), "cluster": {"state_dir": str(in_tmp / "state")}})
 
 
 def test_fast_profile_overrides_the_seed_timings() -> None:

@@ -83,9 +83,9 @@ def etcd_state_new(ev: Evidence) -> list[Finding]:
             continue
         out.append(Finding(
             f"etcd on {f.node.name} would re-form the cluster on restart: initial-cluster-state is still 'new'",
-            f'ETCD_INITIAL_CLUSTER_STATE="new" in {f.etcd_env_path}, but the cluster already exists '
+            f"ETCD_INITIAL_CLUSTER_STATE=new in {f.etcd_env_path}, but the cluster already exists "
             f"(the member has data{' and is healthy' if f.node.member_name in healthy else ''})",
-            f"on {f.node.name}: sed -i 's/^ETCD_INITIAL_CLUSTER_STATE=.*/ETCD_INITIAL_CLUSTER_STATE=\"existing\"/' "
+            f"on {f.node.name}: sed -i 's/^ETCD_INITIAL_CLUSTER_STATE=.*/ETCD_INITIAL_CLUSTER_STATE=existing/' "
             f"{f.etcd_env_path} ; then {ev.restart(f.node, 'etcd')} (one member at a time)",
             Severity.WARNING, f.node.name, "etcd.state_new"))
     return out

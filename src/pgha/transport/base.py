@@ -8,9 +8,11 @@ log. Nothing above this module knows whether it drives a lab namespace or an SSH
 from __future__ import annotations
 
 import abc
+import re
 import subprocess
 from dataclasses import dataclass
 
+from pgha.errors import PghaError
 from pgha.plan import DirEntry, FileEntry, NodePlan
 from pgha.service import SERVICES
 from pgha.spec import Node
@@ -35,6 +37,9 @@ class ServiceState:
     running: bool
     pid: int | None
     detail: str
+
+
+POSTGRES_USER = "postgres"
 
 
 class Transport(abc.ABC):
@@ -109,13 +114,31 @@ class Transport(abc.ABC):
         return changed
 
     def kill_postmaster(self, node: Node, pg_data: str, sig: str = "KILL") -> int | None:
-        """Signal the node's postmaster (pid from postmaster.pid); return its pid, None if not running."""
+        """Signal the node's postmaster (pid from postmaster.pid), as ``postgres``; its pid, None if not running.
+
+        postmaster.pid is writable by postgres (and so by any SQL superuser): a pid that is not a positive
+        integer above 1, or whose process is not postgres's, is refused — and the signal is sent as
+        postgres, so even a pid reused in between cannot reach another user's process.
+        """
         content = self.read_file(node, f"{pg_data}/postmaster.pid")
         if not content:
             return None
-        pid = content.decode().splitlines()[0].strip()
-        res = self.run(node, ["kill", f"-{sig}", pid])
-        return int(pid) if res.ok else None
+        first = content.decode(errors="replace").splitlines()[0].strip() if content.strip() else ""
+        if not re.fullmatch(r"[A-Z0-9]{1,8}", sig):
+            raise PghaError(f"{sig!r} is not a signal name")
+        if not re.fullmatch(r"[1-9][0-9]{0,9}", first) or int(first) <= 1:
+            raise PghaError(f"{node.name}: {pg_data}/postmaster.pid holds {first!r}, not a postmaster's pid: "
+                            "nothing signalled", hint="the file was altered; look at who can write it")
+        pid = int(first)
+        owner = self.run(node, ["stat", "-c", "%U", f"/proc/{pid}"], timeout=10)
+        if not owner.ok:
+            return None  # no such process: PostgreSQL is not running
+        if owner.stdout.strip() != POSTGRES_USER:
+            raise PghaError(f"{node.name}: pid {pid} from {pg_data}/postmaster.pid belongs to "
+                            f"{owner.stdout.strip() or 'nobody'}, not {POSTGRES_USER}: nothing signalled",
+                            hint="the file was altered or the pid was reused; look at who can write it")
+        res = self.run(node, ["kill", f"-{sig}", str(pid)], user=POSTGRES_USER)
+        return pid if res.ok else None
 
     def isolate(self, node: Node) -> None:
         """Cut the node off the network, its processes left running (a partition)."""
