@@ -120,12 +120,15 @@ def _spec_file(path: Path, state: Path) -> str:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("cli")
-    ready = _spec_file(tmp / "ready.yml", tmp / "ready-state")
-    spec = spec_mod.load(ready)
-    ensure_pki(spec, StateLayout(spec.state_dir))
-    ensure_secrets(StateLayout(spec.state_dir))
-    yield {"bare": _spec_file(tmp / "bare.yml", tmp / "bare-state"), "ready": ready,
-           "missing": str(tmp / "missing.yml"), "tmp": str(tmp)}
+    with pytest.MonkeyPatch.context() as mp:  # the specs' state directories must lie below the state root
+        mp.setattr(spec_mod, "STATE_ROOT", tmp)
+        mp.setenv("PGHA_STATE_ROOT", str(tmp))
+        ready = _spec_file(tmp / "ready.yml", tmp / "ready-state")
+        spec = spec_mod.load(ready)
+        ensure_pki(spec, StateLayout(spec.state_dir))
+        ensure_secrets(StateLayout(spec.state_dir))
+        yield {"bare": _spec_file(tmp / "bare.yml", tmp / "bare-state"), "ready": ready,
+               "missing": str(tmp / "missing.yml"), "tmp": str(tmp)}
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
