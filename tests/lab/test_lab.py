@@ -187,7 +187,6 @@ def test_unknown_node_and_service_are_clear_errors(lab: Lab, capsys: pytest.Capt
 
 
 def test_missing_prerequisite_is_named(lab: Lab) -> None:
-    import tests.conftest as c
     from pgha import spec as spec_mod
     from pgha.errors import MissingPrerequisite
 
