@@ -339,3 +339,17 @@ def test_blocked_port_versus_dead_service() -> None:
     ev = evidence(pg={0: {"ports": (blocked,)}, 1: {"ports": (dead,)},
                       2: {"services": running(PG[2].name, "etcd", "patroni", down="etcd")}})
     assert network.ports(ev) == []
+
+
+def test_printed_healthy_is_one_sentence_and_problems_a_table(capsys: Any) -> None:
+    from pgha.cli.doctor_cmds import print_diagnosis
+    from pgha.doctor import DoctorReport
+
+    print_diagnosis(DoctorReport((), 0.42), "pretty")
+    assert capsys.readouterr().out == "pgha doctor: nothing wrong found (0.4 s)\n"
+    found = Finding("etcd has no quorum", "1/3 members healthy", "pgha lab start postgres-02 etcd", node="postgres-02")
+    print_diagnosis(DoctorReport((found,), 0.42), "pretty")
+    out = capsys.readouterr().out
+    assert out.startswith("pgha doctor (0.4 s): 1 problem(s)") and "etcd has no quorum" in out
+    print_diagnosis(DoctorReport((), 0.42), "json")  # scripts get the same schema either way
+    assert '"healthy": true' in capsys.readouterr().out
