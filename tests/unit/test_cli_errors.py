@@ -29,6 +29,7 @@ CASES: list[tuple[str, int, str]] = [
     ("init --profile slow", 2, "Invalid value for '--profile': 'slow' is not one of 'seed', 'fast'"),
     ("init -o {bare}", 2, "exists"),
     ("init --subnet 10.0.0.0/28 -o {tmp}/new.yml", 2, "--subnet 10.0.0.0/28: too small"),
+    ("init -o {tmp}/no/such/dir/c.yml", 1, "c.yml: No such file or directory"),
     ("spec schema extra", 2, "Got unexpected extra argument (extra)"),
     ("spec check --spec {missing}", 2, "missing.yml: no such file"),
     ("spec check --spec {tmp}", 2, "Invalid value for '--spec'"),
@@ -48,6 +49,8 @@ CASES: list[tuple[str, int, str]] = [
     ("lab kill postgres-01 patroni --spec {bare}", 2, "no lab is running"),
     ("lab kill postgres-01 pgbouncer --spec {bare}", 2, "'pgbouncer' is not one of 'etcd', 'patroni'"),
     ("lab kill postgres-01", 2, "Missing argument"),
+    ("lab kill postgres-01 patroni --signal NAP --spec {bare}", 2, "Invalid value for '--signal': NAP is not a "
+                                                                  "signal name"),
     ("lab stop postgres-01 etcd --spec {bare}", 2, "no lab is running"),
     ("lab start postgres-01 --spec {bare}", 2, "no lab is running"),
     ("lab crash postgres-01 --spec {bare}", 2, "no lab is running"),
@@ -62,8 +65,10 @@ CASES: list[tuple[str, int, str]] = [
     ("psql --spec {bare} -- -c select", 4, "no certificates"),
     ("logs postgres-01 --spec {bare}", 2, "no lab is running"),
     ("logs --spec {bare}", 2, "Missing argument 'NODE'"),
+    ("logs postgres-01 -n 0 --spec {bare}", 2, "0 is not in the range x>=1"),
     ("status --spec {bare}", 4, "no certificates"),
     ("status --watch soon --spec {bare}", 2, "'soon' is not a valid float"),
+    ("status --watch 0 --spec {bare}", 2, "0 is not in the range x>=0.1"),
     ("switchover --spec {ready}", 2, "switch the primary over to the best replica: confirm on a terminal, "
                                     "or pass --force"),
     ("switchover --candidate postgres-09 --force --spec {ready}", 2, "no node named 'postgres-09'"),

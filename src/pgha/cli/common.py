@@ -60,6 +60,11 @@ def format_option(f: Any) -> Any:
                         help="Output format.")(f)
 
 
+def lines_option(f: Any) -> Any:
+    return click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True,
+                        help="How many lines of each log.")(f)
+
+
 def force_option(f: Any) -> Any:
     """`--force` for a command that changes the cluster; the command calls :func:`confirm` with it."""
     return click.option("--force", is_flag=True, help="Do not ask for confirmation.")(f)

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pgha.cli.common import LazyChoice, cli, format_option, load_spec, show_logs, spec_option, transport_for
+from pgha.cli.common import (
+    LazyChoice,
+    cli,
+    format_option,
+    lines_option,
+    load_spec,
+    show_logs,
+    spec_option,
+    transport_for,
+)
 from pgha.cli.output import emit, err, table
 from pgha.errors import CheckFailed, pgha_command
 
@@ -31,6 +40,15 @@ def _fault_services() -> tuple[str, ...]:
 
 
 SERVICE = LazyChoice(_fault_services)
+
+
+def _signal_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    import signal
+
+    name = value.upper().removeprefix("SIG")
+    if not isinstance(getattr(signal, f"SIG{name}", None), signal.Signals):
+        raise click.BadParameter(f"{value} is not a signal name (KILL, TERM, STOP, ...)")
+    return name
 
 
 def print_verify_report(report: VerifyReport, fmt: str) -> None:
@@ -116,7 +134,7 @@ def lab_status(spec_path: str | None, fmt: str) -> None:
 @spec_option
 @click.argument("node")
 @click.argument("service", required=False)
-@click.option("-n", "--lines", default=50, show_default=True)
+@lines_option
 def lab_logs(spec_path: str | None, node: str, service: str | None, lines: int) -> None:
     """Show the last lines of a node's service logs (all its services by default)."""
     the_lab = _lab(spec_path)
@@ -145,7 +163,8 @@ def lab_start(spec_path: str | None, node: str, service: str | None) -> None:
 @spec_option
 @click.argument("node")
 @click.argument("service", type=SERVICE)
-@click.option("--signal", "sig", default="KILL", show_default=True, help="Signal name (KILL, TERM, STOP...).")
+@click.option("--signal", "sig", default="KILL", show_default=True, callback=_signal_name,
+              help="Signal name (KILL, TERM, STOP...).")
 def lab_kill(spec_path: str | None, node: str, service: str, sig: str) -> None:
     """Signal a service (`postgres` = the postmaster); its restart policy then applies."""
     err.print(_lab(spec_path).kill(node, service, sig))

@@ -15,6 +15,7 @@ from pgha.cli.common import (
     confirm,
     force_option,
     format_option,
+    lines_option,
     load_spec,
     require_transport,
     show_logs,
@@ -78,7 +79,7 @@ def _status_pretty(spec: ClusterSpec, snap: ClusterSnapshot) -> Any:
 @spec_option
 @click.argument("node")
 @click.argument("service", required=False)
-@click.option("-n", "--lines", default=50, show_default=True)
+@lines_option
 def logs_cmd(spec_path: str | None, node: str, service: str | None, lines: int) -> None:
     """Show the last lines of a node's service logs: the lab's, or the servers' journal over SSH."""
     spec = load_spec(spec_path)
@@ -88,7 +89,8 @@ def logs_cmd(spec_path: str | None, node: str, service: str | None, lines: int) 
 @cli.command("status")
 @spec_option
 @format_option
-@click.option("--watch", "watch", type=float, default=None, metavar="SECONDS", help="Refresh every N seconds.")
+@click.option("--watch", "watch", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Refresh every N seconds.")
 def status_cmd(spec_path: str | None, fmt: str, watch: float | None) -> None:
     """One view of the stack: etcd, Patroni members, HAProxy backends, the VIP holder."""
     ops = _ops(spec_path)
