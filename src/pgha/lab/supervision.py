@@ -229,12 +229,6 @@ class Supervisor:
             if "NOT_RUNNING" not in exc.faultString:
                 raise PghaError(f"could not stop {name}: {exc.faultString}") from None
 
-    def signal_program(self, name: str, sig: str) -> None:
-        try:
-            self.rpc.supervisor.signalProcess(name, sig)
-        except xmlrpc.client.Fault as exc:
-            raise PghaError(f"could not signal {name}: {exc.faultString}") from None
-
     def signal_all(self, name: str, sig: str) -> None:
         """Signal every process of the program, as `systemctl kill` signals the whole unit.
 
