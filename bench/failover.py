@@ -44,7 +44,7 @@ def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync
         t0 = time.monotonic()
         lab.up()
         print(f"[{profile.value}] lab up in {time.monotonic() - t0:.1f} s", flush=True)
-        runner = DrillRunner(spec, lab.transport, Credentials.of(spec))
+        runner = DrillRunner(lab.target, Credentials.of(spec))
         for name in scenarios:
             for i in range(runs):
                 try:

@@ -115,7 +115,7 @@ def run_pgha(profile: spec_mod.Profile, scenarios: list[str], runs: int, subnet:
         lab.up()
         up_s = time.monotonic() - t0
         say(f"[pgha {profile.value}] lab up in {up_s:.1f} s")
-        runner = DrillRunner(spec, lab.transport, Credentials.of(spec))
+        runner = DrillRunner(lab.target, Credentials.of(spec))
         for name in scenarios:
             for i in range(runs):
                 try:

@@ -1,8 +1,9 @@
 """Where each file lives on a node, and where pgha keeps its own state on the operator's machine.
 
-A node's paths are the seed's absolute paths (``/etc/etcd/certs/ca.crt``). In the lab every node
-shares one filesystem, so each node gets a root directory and every path is prefixed with it; the
-rendered configs then point at the prefixed paths. On a real server the root is empty.
+A node's paths are the seed's absolute paths (``/etc/etcd/certs/ca.crt``), under a root the
+:class:`~pgha.target.Target` gives: empty on a real server; in the lab, where every node shares one
+filesystem, the node's own directory, which prefixes every path (the rendered configs then point at
+the prefixed paths).
 """
 
 from __future__ import annotations
@@ -118,6 +119,15 @@ class NodeLayout:
 
     def pid_file(self, service: str) -> str:
         return f"{self.run_dir}/{service}.pid"
+
+    # -- systemd ----------------------------------------------------------------------------------
+    def unit(self, service: str) -> str:
+        """The systemd unit pgha writes for a service that ships none (etcd, Patroni)."""
+        return self.at(f"/etc/systemd/system/{service}.service")
+
+    def dropin(self, service: str) -> str:
+        """pgha's drop-in for a service whose package ships the unit (HAProxy, keepalived)."""
+        return self.at(f"/etc/systemd/system/{service}.service.d/pgha.conf")
 
 
 def etcd_cert_name(spec: ClusterSpec, node: Node) -> str:

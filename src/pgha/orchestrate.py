@@ -1,4 +1,4 @@
-"""The seed's sequences as steps, written once against a Transport (lab namespaces or SSH hosts).
+"""The seed's sequences as steps, written once against a Transport and the target's plans (lab or servers).
 
 Each step says what it does, waits for a real outcome (etcd healthy, a Leader, streaming replicas, a
 VIP) and on failure names the step, shows the last log lines of the component that failed and the
@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pgha.errors import StepFailed
-from pgha.layout import NodeLayout
 from pgha.plan import NodePlan, etcd_env_file
 from pgha.probe import Credentials
 from pgha.probe import etcd as etcd_probe
@@ -193,16 +192,17 @@ class Orchestrator:
                     self.transport.start(node, "patroni")
                 self.wait(name, lambda: self.replicas_streaming(len(others)), 120, "patroni", tuple(others))
 
-    def set_etcd_state(self, state: ClusterState, restart: bool = True) -> None:
-        """Rewrite etcd.env on each member; restart them one at a time, keeping quorum."""
+    def set_etcd_state(self, state: ClusterState, plans: list[NodePlan], restart: bool = True) -> None:
+        """Rewrite etcd.env on each member (paths from its plan); restart them one at a time, keeping quorum."""
         name = f"etcd initial-cluster-state = {state}"
         with self.step(name):
-            for node in self.spec.postgres_nodes:
-                layout = NodeLayout(self.spec, node, self.transport.node_root(node))
-                changed = self.transport.put_file(node, etcd_env_file(layout, state))
+            for plan in plans:
+                if not plan.node.is_postgres:
+                    continue
+                changed = self.transport.put_file(plan.node, etcd_env_file(plan.layout, state))
                 if changed and restart:
-                    self.transport.restart(node, "etcd")
-                    self.wait(name, self.etcd_healthy, 45, "etcd", (node,))
+                    self.transport.restart(plan.node, "etcd")
+                    self.wait(name, self.etcd_healthy, 45, "etcd", (plan.node,))
 
     def start_proxies(self) -> None:
         """HAProxy, then keepalived once HAProxy routes (a failing check would delay the election)."""
@@ -221,7 +221,7 @@ class Orchestrator:
         self.apply_plans(plans)
         self.start_etcd()
         self.start_patroni()
-        self.set_etcd_state("existing")
+        self.set_etcd_state("existing", plans)
         self.start_proxies()
         return self.timings
 
@@ -229,7 +229,8 @@ class Orchestrator:
         """The seed's section 18: a cluster rebuilt from nothing, certificates kept.
 
         Patroni stops everywhere before etcd (so it releases the leader key cleanly), etcd and
-        PostgreSQL data are wiped, initial-cluster-state goes back to 'new', then the bring-up order.
+        PostgreSQL data are wiped, initial-cluster-state goes back to 'new', then the bring-up order
+        until HAProxy routes to the new leader and the VIP answers.
         """
         pg = self.spec.postgres_nodes
         with self.step("stop Patroni on every node, then etcd"):
@@ -244,8 +245,12 @@ class Orchestrator:
                     self.transport.remove_tree(plan.node, plan.layout.pg_data)
                     for d in plan.dirs:
                         self.transport.ensure_dir(plan.node, d)
-        self.set_etcd_state("new", restart=False)
+        self.set_etcd_state("new", plans, restart=False)
         self.start_etcd()
         self.start_patroni()
-        self.set_etcd_state("existing")
+        self.set_etcd_state("existing", plans)
+        name = "HAProxy routes to the new leader, the VIP answers"
+        with self.step(name):  # HAProxy and keepalived kept running: their checks find the new primary
+            self.wait(name, self.haproxy_routes_to_leader, 30, "haproxy", self.spec.haproxy_nodes)
+            self.wait(name, self.vip_answers, 30, "keepalived", self.spec.haproxy_nodes)
         return self.timings

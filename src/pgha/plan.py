@@ -1,46 +1,33 @@
-"""NodePlan: everything one node needs — directories, files (owner, mode, ACL), services, users.
+"""NodePlan: everything one node needs — directories, files (owner, mode, ACL), links, services, users.
 
-Built purely from the spec, the certificates and the secrets; applied by the orchestrator through a
+:func:`build` is the one plan builder: pure, from the spec, the certificates, the secrets and what the
+target allows (:mod:`pgha.target` calls it; nothing else does). Applied by the orchestrator through a
 Transport (a lab namespace or an SSH host). Owners and modes are the seed's (section 5 step 6).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgha.errors import UsageError
+from pgha.files import DirEntry, FileEntry, LinkEntry
 from pgha.layout import NodeLayout, StateLayout, etcd_cert_name
 from pgha.pki import combined_pem
+from pgha.render import apt as apt_render
 from pgha.render import etcd as etcd_render
 from pgha.render import haproxy as haproxy_render
 from pgha.render import keepalived as keepalived_render
 from pgha.render import patroni as patroni_render
-from pgha.render.systemd import render_dropin, render_unit
+from pgha.render.systemd import render_dropin, render_tmpfiles, render_unit
 from pgha.secrets import Secrets
 from pgha.service import Service
 from pgha.spec import ClusterSpec, Node
+from pgha.topology import services_of
 
 SYSTEM_USERS = {"etcd": "/var/lib/etcd", "keepalived_script": "/nonexistent"}
 """System users the seed creates (postgres and haproxy come with their packages)."""
-
-
-@dataclass(frozen=True)
-class DirEntry:
-    path: str
-    owner: str = "root"
-    group: str = "root"
-    mode: int = 0o755
-    acl: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str
-    content: bytes
-    owner: str = "root"
-    group: str = "root"
-    mode: int = 0o644
-    acl: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +40,17 @@ class NodePlan:
     dirs: tuple[DirEntry, ...]
     files: tuple[FileEntry, ...]
     services: tuple[Service, ...] = field(default=())
+    links: tuple[LinkEntry, ...] = ()
+
+    @property
+    def apt_sources(self) -> tuple[FileEntry, ...]:
+        """Files of apt's configuration (a package source and its key): written before packages are installed."""
+        return tuple(f for f in self.files if f.path.startswith(self.layout.at("/etc/apt/")))
+
+    @property
+    def entries(self) -> tuple[DirEntry | FileEntry | LinkEntry, ...]:
+        """Directories, files and links, in the order they are written."""
+        return (*self.dirs, *self.files, *self.links)
 
     def service(self, name: str) -> Service:
         for s in self.services:
@@ -97,15 +95,33 @@ class CertFiles:
         )
 
 
+def read_pgdg_key(spec: ClusterSpec) -> bytes | None:
+    """The operator's PGDG signing key (``deploy.postgresql.keyring``), read on this machine when
+    PostgreSQL comes from PGDG (else None): armored, or a binary public-key packet (old format 0x98/0x99,
+    new format 0xc6). pgha never fetches a key."""
+    if spec.deploy is None or spec.deploy.postgresql.source != "pgdg":
+        return None
+    assert spec.deploy.postgresql.keyring
+    path = Path(spec.deploy.postgresql.keyring).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"deploy.postgresql.keyring: cannot read {path}: {exc.strerror}",
+                         hint="download the PGDG key (https://www.postgresql.org/media/keys/ACCC4CF8.asc), "
+                              "check its fingerprint, and name the file") from None
+    armored = data.lstrip().startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    if not armored and data[:1] not in (b"\x99", b"\x98", b"\xc6"):
+        raise UsageError(f"deploy.postgresql.keyring: {path} is not an OpenPGP public key (armored or binary)")
+    return data
+
+
 def etcd_env_file(layout: NodeLayout, cluster_state: etcd_render.ClusterState) -> FileEntry:
     return FileEntry(layout.etcd_env, etcd_render.render_env(layout, cluster_state).encode(),
                      "root", "etcd", 0o640)
 
 
-def _postgres_plan(layout: NodeLayout, certs: CertFiles, secrets: Secrets,
-                   cluster_state: etcd_render.ClusterState) -> tuple[list[DirEntry], list[FileEntry],
-                                                                     list[Service]]:
-    spec = layout.spec
+def _postgres_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets, cluster_state: etcd_render.ClusterState,
+                    watchdog: bool) -> tuple[list[DirEntry], list[FileEntry]]:
     pg_read = ("u:postgres:r",)
     dirs = [
         # The seed: etcd owns the cert directory (0700); postgres reads it through an ACL.
@@ -129,36 +145,13 @@ def _postgres_plan(layout: NodeLayout, certs: CertFiles, secrets: Secrets,
         FileEntry(layout.client_crt, certs.client_crt, "postgres", "postgres", 0o644),
         FileEntry(layout.client_key, certs.client_key, "postgres", "postgres", 0o600),
         etcd_env_file(layout, cluster_state),
-        FileEntry(layout.patroni_config, patroni_render.render(layout, secrets).encode(), "postgres",
-                  "postgres", 0o600),
+        FileEntry(layout.patroni_config, patroni_render.render(layout, secrets, watchdog=watchdog).encode(),
+                  "postgres", "postgres", 0o600),
     ]
-    venv = spec.paths.patroni_venv
-    services = [
-        Service("etcd", "etcd key-value store", (spec.etcd_bin,), user="etcd", group="etcd",
-                env_file=layout.etcd_env, working_dir=layout.etcd_data, restart="always", restart_sec=10,
-                notify=True, limit_nofile=40000),
-        Service("patroni", "Patroni: PostgreSQL high-availability manager",
-                (f"{venv}/bin/patroni", layout.patroni_config), user="postgres", group="postgres",
-                restart="on-failure", restart_sec=5, kill_mode="process", reload_signal="HUP",
-                after=("etcd",), environment=(("HOME", layout.pg_home), ("PGSSLMODE", "verify-full")),
-                start_pre=_watchdog_setup(layout)),
-    ]
-    return dirs, files, services
+    return dirs, files
 
 
-def _watchdog_setup(layout: NodeLayout) -> tuple[tuple[str, ...], ...]:
-    """On servers with the watchdog on: load its module and hand the device to postgres before Patroni
-    starts, as Patroni's own unit suggests. Never in the lab (one kernel: it would reset the machine)."""
-    w = layout.spec.watchdog
-    if layout.root or w.mode == "off":
-        return ()
-    load = (("/usr/sbin/modprobe", w.module),) if w.module else ()
-    return (*load, ("/usr/bin/chown", "postgres:postgres", w.device))
-
-
-def _haproxy_plan(layout: NodeLayout, certs: CertFiles, secrets: Secrets) -> tuple[list[DirEntry],
-                                                                                    list[FileEntry],
-                                                                                    list[Service]]:
+def _haproxy_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets) -> tuple[list[DirEntry], list[FileEntry]]:
     dirs = [
         DirEntry(str(Path(layout.haproxy_cfg).parent)),
         DirEntry(str(Path(layout.keepalived_conf).parent)),
@@ -173,38 +166,107 @@ def _haproxy_plan(layout: NodeLayout, certs: CertFiles, secrets: Secrets) -> tup
         FileEntry(layout.keepalived_check, keepalived_render.render_check(layout).encode(), "root", "root",
                   0o755),
     ]
-    services = [
-        Service("haproxy", "HAProxy: routes PostgreSQL clients to the primary",
-                ("/usr/sbin/haproxy", "-Ws", "-f", layout.haproxy_cfg, "-p", layout.pid_file("haproxy")),
-                restart="always", restart_sec=1, reload_signal="USR2", kill_mode="mixed"),
-        Service("keepalived", "keepalived: VRRP holder of the PostgreSQL VIP",
-                ("/usr/sbin/keepalived", "--dont-fork", "--log-console", "--log-detail",
-                 "-f", layout.keepalived_conf, "-p", layout.pid_file("keepalived"),
-                 "-r", layout.pid_file("keepalived-vrrp"), "-c", layout.pid_file("keepalived-checkers")),
-                restart="always", restart_sec=1, reload_signal="HUP", after=("haproxy",),
-                # A keepalived killed with SIGKILL leaves the VIP on its interface while a backup takes
-                # it over: the VIP on two hosts. Release it whenever keepalived ends (measured in drills).
-                stop_post=(("/usr/sbin/ip", "address", "del", f"{layout.spec.vip.address}/{layout.spec.vip.prefix}",
-                            "dev", layout.spec.vip.interface),)),
-    ]
-    return dirs, files, services
+    return dirs, files
+
+
+def _etcd(layout: NodeLayout, watchdog: bool) -> Service:
+    return Service("etcd", "etcd key-value store", (layout.spec.etcd_bin,), user="etcd", group="etcd",
+                   env_file=layout.etcd_env, working_dir=layout.etcd_data, restart="always", restart_sec=10,
+                   notify=True, limit_nofile=40000)
+
+
+def _patroni(layout: NodeLayout, watchdog: bool) -> Service:
+    return Service("patroni", "Patroni: PostgreSQL high-availability manager",
+                   (f"{layout.spec.paths.patroni_venv}/bin/patroni", layout.patroni_config), user="postgres",
+                   group="postgres", restart="on-failure", restart_sec=5, kill_mode="process", reload_signal="HUP",
+                   after=("etcd",), environment=(("HOME", layout.pg_home), ("PGSSLMODE", "verify-full")),
+                   start_pre=_watchdog_setup(layout) if watchdog else ())
+
+
+def _watchdog_setup(layout: NodeLayout) -> tuple[tuple[str, ...], ...]:
+    """With the watchdog on: load its module and hand the device to postgres before Patroni starts, as
+    Patroni's own unit suggests (only where the target allows a watchdog)."""
+    w = layout.spec.watchdog
+    if w.mode == "off":
+        return ()
+    load = (("/usr/sbin/modprobe", w.module),) if w.module else ()
+    return (*load, ("/usr/bin/chown", "postgres:postgres", w.device))
+
+
+def _haproxy(layout: NodeLayout, watchdog: bool) -> Service:
+    return Service("haproxy", "HAProxy: routes PostgreSQL clients to the primary",
+                   ("/usr/sbin/haproxy", "-Ws", "-f", layout.haproxy_cfg, "-p", layout.pid_file("haproxy")),
+                   restart="always", restart_sec=1, reload_signal="USR2", kill_mode="mixed")
+
+
+def _keepalived(layout: NodeLayout, watchdog: bool) -> Service:
+    vip = layout.spec.vip
+    return Service("keepalived", "keepalived: VRRP holder of the PostgreSQL VIP",
+                   ("/usr/sbin/keepalived", "--dont-fork", "--log-console", "--log-detail",
+                    "-f", layout.keepalived_conf, "-p", layout.pid_file("keepalived"),
+                    "-r", layout.pid_file("keepalived-vrrp"), "-c", layout.pid_file("keepalived-checkers")),
+                   restart="always", restart_sec=1, reload_signal="HUP", after=("haproxy",),
+                   # A keepalived killed with SIGKILL leaves the VIP on its interface while a backup takes
+                   # it over: the VIP on two hosts. Release it whenever keepalived ends (measured in drills).
+                   stop_post=(("/usr/sbin/ip", "address", "del", f"{vip.address}/{vip.prefix}", "dev",
+                               vip.interface),))
+
+
+SERVICE_BUILDERS: dict[str, Callable[[NodeLayout, bool], Service]] = {
+    "etcd": _etcd, "patroni": _patroni, "haproxy": _haproxy, "keepalived": _keepalived}
+"""How each service of :data:`pgha.topology.SERVICES` runs (which node runs it: :func:`~pgha.topology.services_of`)."""
+OWN_UNITS = ("etcd", "patroni")
+"""Services whose unit pgha writes; HAProxy and keepalived ship theirs (pgha adds a drop-in if needed)."""
+
+
+def _host_files(layout: NodeLayout, pgdg_key: bytes | None) -> tuple[list[FileEntry], list[LinkEntry]]:
+    """What only a node that is a whole machine gets: its run directory back after a reboot (tmpfiles.d),
+    PostgreSQL's apt source when it comes from PGDG, and ``patronictl`` on PATH."""
+    spec, node = layout.spec, layout.node
+    files = [FileEntry(layout.at(TMPFILES), render_tmpfiles(layout.run_dir).encode())]
+    links = []
+    if node.is_postgres:
+        links.append(LinkEntry(layout.at(PATRONICTL_LINK), f"{spec.paths.patroni_venv}/bin/patronictl"))
+    if pgdg_key is not None and uses_pgdg_source(spec, node):
+        assert spec.deploy is not None
+        key_path = apt_render.keyring_path(pgdg_key)
+        source = apt_render.pgdg_source(spec.deploy.postgresql.mirror, spec.deploy.release, key_path)
+        files += [FileEntry(layout.at(key_path), pgdg_key),
+                  FileEntry(layout.at(apt_render.PGDG_LIST), source.encode())]
+    return files, links
+
+
+TMPFILES = "/etc/tmpfiles.d/pgha.conf"
+PATRONICTL_LINK = "/usr/local/bin/patronictl"
+"""So the seed's own commands (``patronictl -c /etc/patroni/config.yml list``) work as typed on a server."""
+
+
+def uses_pgdg_source(spec: ClusterSpec, node: Node) -> bool:
+    """Whether this server gets the PGDG apt source itself (``online`` only: a bundle brings the .debs)."""
+    d = spec.deploy
+    return d is not None and node.is_postgres and d.postgresql.source == "pgdg" and d.packages == "online"
 
 
 def build(spec: ClusterSpec, node: Node, certs: CertFiles, secrets: Secrets, *, root: str = "",
-          etcd_state: etcd_render.ClusterState = "new") -> NodePlan:
-    """The plan of one node. ``root`` prefixes every path (the lab's per-node root)."""
+          etcd_state: etcd_render.ClusterState = "new", watchdog: bool = False, whole_host: bool = False,
+          pgdg_key: bytes | None = None) -> NodePlan:
+    """The plan of one node. ``root`` prefixes every path (the lab's per-node root); ``watchdog``: the
+    target allows the spec's watchdog; ``whole_host``: the node is a machine of its own, so it also gets
+    :func:`_host_files` (with ``pgdg_key``, the PGDG signing key, when the spec uses that source)."""
     layout = NodeLayout(spec, node, root)
     if node.is_postgres:
-        dirs, files, services = _postgres_plan(layout, certs, secrets, etcd_state)
+        dirs, files = _postgres_files(layout, certs, secrets, etcd_state, watchdog)
         users: tuple[str, ...] = ("etcd", "postgres")
     else:
-        dirs, files, services = _haproxy_plan(layout, certs, secrets)
+        dirs, files = _haproxy_files(layout, certs, secrets)
         users = ("haproxy", "keepalived_script")
-    units = [
-        FileEntry(layout.at(f"/etc/systemd/system/{s.name}.service"), render_unit(s, spec.name).encode())
-        for s in services if s.name in ("etcd", "patroni")  # HAProxy and keepalived ship their own units
-    ] + [
-        FileEntry(layout.at(f"/etc/systemd/system/{s.name}.service.d/pgha.conf"), render_dropin(s, spec.name).encode())
-        for s in services if s.name not in ("etcd", "patroni") and s.stop_post
-    ]
-    return NodePlan(node, layout, users, tuple(dirs), tuple(files + units), tuple(services))
+    services = [SERVICE_BUILDERS[name](layout, watchdog) for name in services_of(node)]
+    files += [FileEntry(layout.unit(s.name), render_unit(s, spec.name).encode()) for s in services
+              if s.name in OWN_UNITS]
+    files += [FileEntry(layout.dropin(s.name), render_dropin(s, spec.name).encode()) for s in services
+              if s.name not in OWN_UNITS and s.stop_post]
+    links: list[LinkEntry] = []
+    if whole_host:
+        more, links = _host_files(layout, pgdg_key)
+        files += more
+    return NodePlan(node, layout, users, tuple(dirs), tuple(files), tuple(services), tuple(links))

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 Restart = Literal["always", "on-failure", "no"]
-SERVICES = ("etcd", "patroni", "haproxy", "keepalived")
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,7 @@ class Paths(Frozen):
     """A virtualenv with Patroni, built from the system Python so ``postgres`` can execute it."""
 
 
-class Lab(Frozen):
+class LabSettings(Frozen):
     """Settings used only by ``pgha lab``: the bridge that joins the namespaces."""
 
     bridge_address: IPv4 | None = None
@@ -331,6 +331,9 @@ class Deploy(Frozen):
     """Where `pgha bundle build` writes the bundle; default <state_dir>/bundle."""
     timezone: str | None = None
     """The seed's section 2 step 1 (e.g. Europe/Madrid); unset: left as it is."""
+    release: Annotated[str, Field(pattern=r"^[a-z]+$")] = "bookworm"
+    """The servers' Debian/Ubuntu release (codename, e.g. ``bookworm``, ``noble``): the PGDG apt source is
+    written for it (so `pgha render` shows it), and deploy refuses a server of PGDG that runs another."""
     patroni: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(\[[A-Za-z0-9_,.-]+\])?[A-Za-z0-9_.,<>=!~* ]*$")] = (
         "patroni[etcd3,psycopg3]>=4.1,<4.2")
     """The pip requirement of Patroni's virtualenv."""
@@ -375,7 +378,7 @@ class ClusterSpec(Frozen):
     postgresql: Postgresql = Postgresql()
     watchdog: Watchdog = Watchdog()
     paths: Paths = Paths()
-    lab: Lab = Lab()
+    lab: LabSettings = LabSettings()
     deploy: Deploy | None = None
     """Present for a cluster of real servers (`pgha deploy`); absent for the lab."""
 

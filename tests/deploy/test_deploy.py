@@ -19,6 +19,7 @@ from pgha.drill.scenarios import DrillContext, Scenario
 from pgha.ops import Operations
 from pgha.probe import Credentials
 from pgha.spec import Node
+from pgha.target import ServerTarget
 from pgha.transport.ssh import SshError, SshTransport
 from tests.deploy.helpers import FIGURES, assert_deploy_changes_nothing, changed_spec, pgha
 from tests.deploy.nspawn import SUBNET, Machines
@@ -73,6 +74,9 @@ def test_deploy_from_nothing(spec_file: Path, machines: Machines) -> None:
     assert "disabled\nenabled\nenabled" in listing
     runs = machines.ssh("postgres-01", "runuser -u postgres -- /opt/pgha/patroni/bin/patroni --version")
     assert "patroni 4.1" in runs
+    # The seed's own command, as typed (sections 12-20): patronictl is on PATH.
+    listing = machines.ssh("postgres-03", "patronictl -c /etc/patroni/config.yml list")
+    assert listing.count("| Leader") == 1 and listing.count("streaming") == 2, listing
 
 
 def test_second_deploy_reports_no_changes(spec_file: Path) -> None:
@@ -183,7 +187,7 @@ def test_drill_primary_power_cut_loses_no_acknowledged_write(spec_file: Path, ma
     with PowerTransport(spec, machines) as t:
         ops = Operations(spec, creds, t)
         ops.set_sync(True, False)  # returns once the DCS names a sync standby: a replica may take over
-        result = DrillRunner(spec, t, creds).run(_power_cut(machines), sync=True)
+        result = DrillRunner(ServerTarget(spec, t), creds).run(_power_cut(machines), sync=True)
     FIGURES["power-cut drill: write outage"] = result.write_outage_s or -1
     FIGURES["power-cut drill: healthy again (old leader rejoined)"] = result.healthy_after_s or -1
     assert result.lost_acked_writes == 0, result.as_dict()

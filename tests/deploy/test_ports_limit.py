@@ -1,6 +1,7 @@
 """On the deploy tests' machines, after test_deploy.py (same cluster, file order): the seed's section 2
 port check refusing a blocked pair and passing once it is open, `pgha deploy --limit` touching only its
-node, and the SSH transport's isolate/heal (``prohibit`` routes) cutting a node off both ways and back.
+node, the SSH transport's isolate/heal (``prohibit`` routes) cutting a node off both ways and back, and
+`pgha reset` rebuilding the cluster on the servers.
 Run alone, the module deploys the cluster first.
 """
 
@@ -16,7 +17,7 @@ import pytest
 
 from pgha import spec as spec_mod
 from pgha.deploy import ports
-from pgha.doctor.collect import port_matrix
+from pgha.topology import port_matrix
 from pgha.transport.ssh import SshTransport
 from tests.deploy.helpers import FIGURES, changed_spec, pgha
 from tests.deploy.nspawn import Machines
@@ -159,6 +160,30 @@ def test_isolate_cuts_a_node_off_both_ways_and_heal_brings_it_back(cluster: Path
         assert not t.is_isolated(node)
         assert ports.check(spec, t, (node,)).passed
     FIGURES["heal -> pgha verify passes"] = wait_verified(cluster, 120)
+
+
+def test_reset_rebuilds_the_cluster_on_the_servers(cluster: Path, machines: Machines) -> None:
+    """`pgha reset` (the seed's section 18) through SSH + systemd: a new database cluster (another system
+    identifier, the old data gone), certificates kept, verified; then the seed's patronictl works as typed."""
+    spec = spec_mod.load(cluster)
+    pg = [n.name for n in spec.postgres_nodes]
+    psql = "runuser -u postgres -- psql -h /var/run/postgresql -Atc"
+    ident = f"{psql} 'select system_identifier from pg_control_system()'"
+    before = {machines.ssh(n, ident).strip() for n in pg}
+    assert len(before) == 1  # one cluster: the replicas are copies of the primary
+    certs = shas(machines, pg, "/etc/etcd/certs/server.key")
+    t0 = time.monotonic()
+    res = pgha("reset", "--spec", str(cluster), "--force")
+    FIGURES["reset on the servers (rebuilt and verified)"] = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "cluster rebuilt from nothing" in res.stderr
+    assert "PASS" in res.stdout and "FAIL" not in res.stdout, res.stdout[-2000:]
+    after = {machines.ssh(n, ident).strip() for n in pg}
+    assert len(after) == 1 and after != before
+    assert shas(machines, pg, "/etc/etcd/certs/server.key") == certs
+    listing = machines.ssh("postgres-02", "patronictl -c /etc/patroni/config.yml list")
+    assert listing.count("| Leader") == 1 and listing.count("streaming") == 2, listing
+    FIGURES["reset -> pgha verify passes"] = wait_verified(cluster, 60)
 
 
 @pytest.mark.skipif(not os.environ.get("PGHA_DEPLOY_DRILLS"), reason="~55 s: set PGHA_DEPLOY_DRILLS=1")

@@ -68,11 +68,10 @@ def test_processes_run_as_the_seeds_users(lab: Lab) -> None:
 
 
 def test_etcd_state_flipped_to_existing(lab: Lab) -> None:
-    from pgha.layout import NodeLayout
     from pgha.render.etcd import parse_env
 
     for node in lab.spec.postgres_nodes:
-        layout = NodeLayout(lab.spec, node, lab.transport.node_root(node))
+        layout = lab.target.layout(node)
         env = parse_env(Path(layout.etcd_env).read_text())
         assert env["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
 

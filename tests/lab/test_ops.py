@@ -196,7 +196,7 @@ def test_reset_refuses_while_a_client_uses_the_vip(lab: Lab, ops: Operations) ->
 
     with (pg.connect(str(lab.spec.vip.address), lab.spec.ports.postgresql, Credentials.of(lab.spec)),
           pytest.raises(UsageError, match=r"1 client\(s\) connected through the VIP")):
-        ops.reset(lab.plans(), force=False)
+        ops.reset(lab.target.plans(), force=False)
     assert ops.snapshot().leader is not None  # nothing was touched
 
 
@@ -208,13 +208,13 @@ def test_reset_force_rebuilds_a_working_cluster(lab: Lab, ops: Operations) -> No
     creds = Credentials.of(lab.spec)
     vip, port = str(lab.spec.vip.address), lab.spec.ports.postgresql
     pg.query(vip, port, creds, "create table if not exists before_reset (x int)")
-    msg = ops.reset(lab.plans(), force=True)
+    msg = ops.reset(lab.target.plans(), force=True)
     assert "rebuilt" in msg
     snap = ops.wait("healthy after reset", ops.healthy, 60)
     assert snap.leader is not None and snap.leader.name == "postgresql-01" and snap.leader.timeline == 1
     rows = pg.query(vip, port, creds, "select count(*) from pg_tables where tablename = 'before_reset'")
     assert rows == [(0,)]
-    for plan in lab.plans()[3:]:
+    for plan in lab.target.plans()[3:]:
         env = parse_env(Path(plan.layout.etcd_env).read_text())
         assert env["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
     report = verify(lab.spec, creds, lab.transport)

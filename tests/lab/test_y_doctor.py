@@ -27,7 +27,7 @@ pytestmark = pytest.mark.lab
 
 
 def findings(lab: Lab) -> list[Finding]:
-    return list(diagnose(lab.spec, Credentials.of(lab.spec), lab.transport).findings)
+    return list(diagnose(lab.target, Credentials.of(lab.spec)).findings)
 
 
 def wait_for(lab: Lab, what: str, check: Callable[[list[Finding]], bool], timeout: float = 60) -> list[Finding]:
@@ -67,7 +67,7 @@ def roles(lab: Lab) -> tuple[Node, list[Node]]:
 
 
 def layout(lab: Lab, node: Node) -> NodeLayout:
-    return NodeLayout(lab.spec, node, lab.transport.node_root(node))
+    return lab.target.layout(node)
 
 
 def test_healthy_cluster_reports_nothing(lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,6 +96,18 @@ def test_files_helper_checks_then_applies_then_finds_nothing(tmp_path: Path) -> 
     assert base64.b64decode(str(change["old"])) == b"a = 1\n"
 
 
+def test_files_helper_makes_a_link_and_repoints_it(tmp_path: Path) -> None:
+    link = tmp_path / "bin" / "patronictl"
+    entry: dict[str, object] = {"kind": "link", "path": str(link), "target": "/opt/a/patronictl"}
+    assert run_helper([entry], check=True) == [{"path": str(link), "changes": ["created"], "old": None}]
+    assert not link.is_symlink()
+    run_helper([entry], check=False)
+    assert os.readlink(link) == "/opt/a/patronictl" and run_helper([entry], check=False) == []
+    entry["target"] = "/opt/b/patronictl"
+    assert run_helper([entry], check=False)[0]["changes"] == ["target"]
+    assert os.readlink(link) == "/opt/b/patronictl"
+
+
 def test_diff_masks_passwords_and_hides_keys() -> None:
     old = b"postgresql:\n  password: hunter2\n  work_mem: 4MB\n"
     new = b"postgresql:\n  password: hunter3\n  work_mem: 8MB\n"

@@ -13,9 +13,9 @@ import pytest
 
 from pgha import spec as spec_mod
 from pgha.deploy import ports
-from pgha.doctor.collect import port_matrix
 from pgha.doctor.model import PortFact
 from pgha.spec import ClusterSpec, Node
+from pgha.topology import port_matrix
 from pgha.transport.base import CommandResult
 
 

@@ -18,12 +18,14 @@ import yaml
 
 from pgha import spec as spec_mod
 from pgha.cli import main
+from pgha.lab.target import LabTarget
 from pgha.layout import StateLayout, etcd_cert_name
 from pgha.pki import combined_pem
 from pgha.plan import CertFiles, FileEntry, NodePlan, build
 from pgha.render.etcd import parse_env
 from pgha.secrets import Secrets, load_secrets
 from pgha.spec import ClusterSpec, Node, default_data, parse
+from pgha.target import ServerTarget
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("PGHA_UPDATE_GOLDEN") == "1"
@@ -334,13 +336,16 @@ def test_init_certs_render_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(first) == 16 and {a for a, _ in first} == {"created"}  # CA + 7 leaves, key and certificate each
 
     assert main(["render", "--spec", "cluster.yml", "--out", "out"]) == 0
-    assert "postgres-01: 12 files" in capsys.readouterr().err
+    assert "postgres-01: 13 files" in capsys.readouterr().err
     out = tmp_path / "out"
-    counts = {d.name: sum(1 for f in d.rglob("*") if f.is_file()) for d in out.iterdir() if d.is_dir()}
-    assert counts == {**{f"haproxy-0{i}": 5 for i in (1, 2, 3)}, **{f"postgres-0{i}": 12 for i in (1, 2, 3)}}
+    counts = {d.name: sum(1 for f in d.rglob("*") if f.is_file() and not f.is_symlink())
+              for d in out.iterdir() if d.is_dir()}
+    assert counts == {**{f"haproxy-0{i}": 6 for i in (1, 2, 3)}, **{f"postgres-0{i}": 13 for i in (1, 2, 3)}}
     manifest = (out / "MANIFEST.tsv").read_text().splitlines()
-    assert len(manifest) == 1 + 3 * 5 + 3 * 12
-    assert "postgres-01\t/etc/etcd/certs/etcd-node1.key\tetcd\tetcd\t0600\tu:postgres:r" in manifest
+    assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (7 + 13 + 1)  # directories, files, the patronictl link
+    assert "postgres-01\t/etc/etcd/certs/etcd-node1.key\tetcd\tetcd\t0600\tu:postgres:r\tfile" in manifest
+    assert "postgres-01\t/etc/etcd/certs\tetcd\tetcd\t0700\tu:postgres:rx\tdir" in manifest
+    assert os.readlink(out / "postgres-01/usr/local/bin/patronictl") == "/opt/pgha/patroni/bin/patronictl"
 
     config = out / "postgres-01/etc/patroni/config.yml"
     assert config.stat().st_mode & 0o777 == 0o600
@@ -363,10 +368,11 @@ def test_watchdog_rendered_for_servers_and_never_for_the_lab() -> None:
     data["watchdog"] = {"mode": "required", "safety_margin": 7}
     spec = spec_mod.parse(data, "(test)")
     node = spec.node("postgres-01")
-    plan = build(spec, node, fake_certs(spec, node), SECRETS)
+    assert ServerTarget.allows_watchdog and not LabTarget.allows_watchdog  # the target says, not a path prefix
+    plan = build(spec, node, fake_certs(spec, node), SECRETS, watchdog=True)
     server = yaml.safe_load(next(f.content for f in plan.files if f.path == "/etc/patroni/config.yml"))
     assert server["watchdog"] == {"mode": "required", "device": "/dev/watchdog", "safety_margin": 7}
-    lab = build(spec, node, fake_certs(spec, node), SECRETS, root="/var/lib/pgha/x/nodes/postgres-01")
+    lab = build(spec, node, fake_certs(spec, node), SECRETS, root="/var/lib/pgha/x/nodes/postgres-01", watchdog=False)
     lab_cfg = yaml.safe_load(next(f.content for f in lab.files if f.path.endswith("/etc/patroni/config.yml")))
     assert lab_cfg["watchdog"] == {"mode": "off"}
     # Before Patroni starts on a server: the module loaded, the device handed to postgres (as root).
@@ -375,11 +381,11 @@ def test_watchdog_rendered_for_servers_and_never_for_the_lab() -> None:
     assert "ExecStartPre=-+/usr/bin/chown postgres:postgres /dev/watchdog\n" in unit
     assert not any("ExecStartPre" in f.content.decode() for f in lab.files if f.path.endswith(".service"))
     data["watchdog"] = {"mode": "automatic", "module": None, "device": "/dev/watchdog1"}
-    hw = build(spec_mod.parse(data, "(t)"), node, fake_certs(spec, node), SECRETS)
+    hw = build(spec_mod.parse(data, "(t)"), node, fake_certs(spec, node), SECRETS, watchdog=True)
     hw_unit = text(hw, "/etc/systemd/system/patroni.service")
     assert "modprobe" not in hw_unit and "chown postgres:postgres /dev/watchdog1" in hw_unit
     data["watchdog"] = {"mode": "off"}
-    off = build(spec_mod.parse(data, "(t)"), node, fake_certs(spec, node), SECRETS)
+    off = build(spec_mod.parse(data, "(t)"), node, fake_certs(spec, node), SECRETS, watchdog=True)
     assert "ExecStartPre" not in text(off, "/etc/systemd/system/patroni.service")
     assert spec_mod.parse(spec_mod.default_data(), "(t)").watchdog.mode == "automatic"
     assert spec_mod.parse(spec_mod.default_data(lab=True), "(t)").watchdog.mode == "off"

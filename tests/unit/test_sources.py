@@ -17,8 +17,11 @@ from pgha.deploy.bundle import Bundle, bundle_sources
 from pgha.deploy.packages import packages_for
 from pgha.deploy.run import reactions
 from pgha.errors import PghaError, SpecError
+from pgha.files import FileEntry
 from pgha.layout import NodeLayout
-from pgha.plan import NodePlan
+from pgha.plan import CertFiles, NodePlan, build, read_pgdg_key
+from pgha.render import apt
+from pgha.secrets import Secrets
 
 KEY = (b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBE6XR8IBEACVdDKT2HEH1IyHzXkb4nIWAY7echjRxo7MTcj4vbXAyBKOfjja\n"
        b"-----END PGP PUBLIC KEY BLOCK-----\n")
@@ -28,6 +31,13 @@ def servers(**deploy: object) -> dict[str, object]:
     data = spec_mod.default_data(subnet="10.20.0.0/24")
     data["deploy"] = {"packages": "online", **deploy}
     return data
+
+
+def apt_sources(spec: spec_mod.ClusterSpec, node: spec_mod.Node) -> tuple[FileEntry, ...]:
+    """The apt files of the node's plan on a server (key and source of PGDG, or none)."""
+    secrets = Secrets(superuser_password="s1", replication_password="s2", restapi_password="s3", vrrp_password="s4")
+    return build(spec, node, CertFiles(ca_crt=b"CA\n"), secrets, whole_host=True,
+                 pgdg_key=read_pgdg_key(spec)).apt_sources
 
 
 def release_tarball(tmp_path: Path, version: str = "v3.6.10") -> tuple[Path, str]:
@@ -50,7 +60,7 @@ def test_defaults_are_the_distribution() -> None:
     assert (spec.deploy.postgresql.source, spec.deploy.etcd.source) == ("distribution", "distribution")
     assert spec.etcd_bin == "/usr/bin/etcd"
     assert "etcd-server" in packages_for(spec, spec.postgres_nodes[0])
-    assert sources.apt_entries(spec, spec.postgres_nodes[0], "bookworm") == []
+    assert apt_sources(spec, spec.postgres_nodes[0]) == ()
 
 
 def test_spec_rules() -> None:
@@ -73,24 +83,26 @@ def test_pgdg_source_files(tmp_path: Path) -> None:
     spec = spec_mod.parse(servers(postgresql={"source": "pgdg", "keyring": str(tmp_path / "pgdg.key"),
                                               "mirror": "http://mirror.internal/pgdg/"}))
     pg, ha = spec.postgres_nodes[0], spec.haproxy_nodes[0]
-    key, listing = sources.apt_entries(spec, pg, "bookworm")
+    key, listing = apt_sources(spec, pg)
     assert (key.path, key.content, key.mode) == ("/etc/apt/keyrings/pgha-pgdg.asc", KEY, 0o644)
     assert listing.path == "/etc/apt/sources.list.d/pgha-pgdg.list"
     assert listing.content.decode().endswith(
         "deb [signed-by=/etc/apt/keyrings/pgha-pgdg.asc] http://mirror.internal/pgdg bookworm-pgdg main\n")
-    assert sources.apt_entries(spec, ha, "bookworm") == []
+    assert apt_sources(spec, ha) == ()
     assert "postgresql-15" in packages_for(spec, pg)  # the same names as from the distribution
-    assert sources.keyring_path(b"\x99\x02\x0d") == "/etc/apt/keyrings/pgha-pgdg.gpg"
+    assert apt.keyring_path(b"\x99\x02\x0d") == "/etc/apt/keyrings/pgha-pgdg.gpg"
     (tmp_path / "pgdg.gpg").write_bytes(b"\xc6\x33\x04")
     binary = spec.model_copy(update={"deploy": spec.deploy.model_copy(  # type: ignore[union-attr]
         update={"postgresql": spec.deploy.postgresql.model_copy(  # type: ignore[union-attr]
             update={"keyring": str(tmp_path / "pgdg.gpg")})})})
-    assert sources.apt_entries(binary, pg, "bookworm")[0].path == "/etc/apt/keyrings/pgha-pgdg.gpg"
+    assert apt_sources(binary, pg)[0].path == "/etc/apt/keyrings/pgha-pgdg.gpg"
     bundled = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"packages": "bundle"})})  # type: ignore[union-attr]
-    assert sources.apt_entries(bundled, pg, "bookworm") == []  # the bundle brings the .debs, not the source
+    assert apt_sources(bundled, pg) == ()  # the bundle brings the .debs, not the source
+    noble = spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"release": "noble"})})  # type: ignore[union-attr]
+    assert b" noble-pgdg main" in apt_sources(noble, pg)[1].content  # written for the spec's release
     (tmp_path / "pgdg.key").write_text("not a key")
     with pytest.raises(PghaError, match="is not an OpenPGP public key"):
-        sources.apt_entries(spec, pg, "bookworm")
+        apt_sources(spec, pg)
 
 
 def test_etcd_tarball_checked_and_detected(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from pgha.errors import Interrupted, UsageError, use_spec_file
 
 if TYPE_CHECKING:
     from pgha.spec import ClusterSpec
+    from pgha.target import Target
     from pgha.transport.base import Transport
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="pgha")
@@ -95,39 +95,47 @@ def load_spec(spec_path: str | None, *, lab_fallback: bool = False) -> ClusterSp
     return spec_mod.load(spec_path)
 
 
-def transport_for(spec: ClusterSpec) -> Transport | None:
-    """How commands reach the nodes: SSH for a spec of servers (it has `deploy:`), the lab's
-    namespaces when that lab runs, else None (probes over the network only)."""
+def target_for(spec: ClusterSpec) -> Target | None:
+    """Where the cluster runs: its servers for a spec of servers (it has `deploy:`), the lab when that
+    lab runs, else None (probes over the network only)."""
     if spec.deploy is not None:
         import atexit
 
-        from pgha.transport.ssh import SshTransport
+        from pgha.target import ServerTarget
 
-        ssh = SshTransport(spec)
-        atexit.register(ssh.close)
-        return ssh
+        servers = ServerTarget(spec)
+        atexit.register(servers.close)
+        return servers
     from pgha.lab.control import Lab
 
     lab = Lab(spec)
-    return lab.transport if lab.transport.supervisor.is_running() else None
+    return lab.target if lab.transport.supervisor.is_running() else None
 
 
-def require_transport(spec: ClusterSpec) -> Transport:
-    """A transport that can inject faults and read logs: the servers' SSH, or a running lab."""
-    t = transport_for(spec)
-    if t is None:
+def transport_for(spec: ClusterSpec) -> Transport | None:
+    """How commands reach the nodes (:func:`target_for`'s transport), None without a target."""
+    target = target_for(spec)
+    return target.transport if target else None
+
+
+def require_target(spec: ClusterSpec) -> Target:
+    """A target that can inject faults, read logs and rebuild: the servers, or a running lab."""
+    target = target_for(spec)
+    if target is None:
         from pgha.lab.control import Lab
 
         Lab(spec).require_running()  # raises the lab's own message
         raise AssertionError("unreachable")
-    return t
+    return target
 
 
 def show_logs(transport: Transport, spec: ClusterSpec, node_name: str, service: str | None, lines: int) -> None:
     """The last lines of a node's service logs (all its services by default): the lab's log files or
     the servers' journal, through the Transport."""
+    from pgha.topology import services_of
+
     node = spec.node(node_name)
-    services = transport.services_of(node)
+    services = services_of(node)
     if service is not None and service not in services:
         raise UsageError(f"{node.name} runs no {service}", hint=f"its services: {', '.join(services)}")
     for s in [service] if service else services:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pgha.cli.common import cli, format_option, load_spec, require_transport, spec_option
+from pgha.cli.common import cli, format_option, load_spec, require_target, spec_option
 from pgha.cli.output import emit, err, out
 from pgha.errors import CheckFailed, pgha_command
 
@@ -43,7 +43,7 @@ def doctor_cmd(spec_path: str | None, fmt: str) -> None:
     from pgha.probe import Credentials
 
     spec = load_spec(spec_path, lab_fallback=True)
-    report = diagnose(spec, Credentials.of(spec), require_transport(spec))
+    report = diagnose(require_target(spec), Credentials.of(spec))
     print_diagnosis(report, fmt)
     if not report.healthy:
         raise CheckFailed(f"{len(report.findings)} problem(s) found",

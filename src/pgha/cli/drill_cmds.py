@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pgha.cli.common import LazyChoice, cli, format_option, load_spec, require_transport, spec_option
+from pgha.cli.common import LazyChoice, cli, format_option, load_spec, require_target, spec_option
 from pgha.cli.output import emit, err, table
 from pgha.errors import CheckFailed
 
@@ -32,7 +32,7 @@ def drill(spec_path: str | None, fmt: str, name: str, repeat: int, sync: bool, r
     from pgha.probe import Credentials
 
     spec = load_spec(spec_path, lab_fallback=True)
-    runner = DrillRunner(spec, require_transport(spec), Credentials.of(spec), say=lambda m: err.print(f"[dim]{m}[/]"))
+    runner = DrillRunner(require_target(spec), Credentials.of(spec), say=lambda m: err.print(f"[dim]{m}[/]"))
     chosen = scenario(name)
     results = []
     for i in range(repeat):

@@ -24,6 +24,7 @@ from pgha.errors import CheckFailed, pgha_command
 if TYPE_CHECKING:
     from pgha.lab.control import Lab
     from pgha.spec import ClusterSpec
+    from pgha.transport.base import Transport
     from pgha.verify import VerifyReport
 
 
@@ -58,12 +59,13 @@ def print_verify_report(report: VerifyReport, fmt: str) -> None:
                                       ["", "check", "expected", "seen"], rows))
 
 
-def run_verify(spec: ClusterSpec, fmt: str, lab: Lab | None) -> None:
-    """`pgha verify`: the report, and exit 3 when a check failed."""
+def run_verify(spec: ClusterSpec, fmt: str, transport: Transport | None) -> None:
+    """`pgha verify` through ``transport`` (default: :func:`transport_for`): the report, and exit 3 when a
+    check failed."""
     from pgha.probe import Credentials
     from pgha.verify import verify
 
-    report = verify(spec, Credentials.of(spec), lab.transport if lab else transport_for(spec))
+    report = verify(spec, Credentials.of(spec), transport or transport_for(spec))
     print_verify_report(report, fmt)
     if not report.passed:
         failed = [c.name for c in report.checks if not c.passed]
@@ -94,7 +96,7 @@ def lab_up(spec_path: str | None, fmt: str, no_verify: bool) -> None:
     err.print(f"lab {the_lab.spec.name} is up in {time.monotonic() - t0:.1f} s "
               f"({len(timings.steps)} steps); VIP {the_lab.spec.vip.address}:{the_lab.spec.ports.postgresql}")
     if not no_verify:
-        run_verify(the_lab.spec, fmt, the_lab)
+        run_verify(the_lab.spec, fmt, the_lab.transport)
     err.print(f'connect: {pgha_command("psql")}  (or psql "$({pgha_command("dsn", "--vip")})": the password '
               'stays in a 0600 passfile)')
 

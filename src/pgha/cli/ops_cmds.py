@@ -17,7 +17,7 @@ from pgha.cli.common import (
     format_option,
     lines_option,
     load_spec,
-    require_transport,
+    require_target,
     show_logs,
     spec_option,
     transport_for,
@@ -83,7 +83,7 @@ def _status_pretty(spec: ClusterSpec, snap: ClusterSnapshot) -> Any:
 def logs_cmd(spec_path: str | None, node: str, service: str | None, lines: int) -> None:
     """Show the last lines of a node's service logs: the lab's, or the servers' journal over SSH."""
     spec = load_spec(spec_path)
-    show_logs(require_transport(spec), spec, node, service, lines)
+    show_logs(require_target(spec).transport, spec, node, service, lines)
 
 
 @cli.command("status")
@@ -306,14 +306,12 @@ def reset(spec_path: str | None, force: bool) -> None:
     Refused while clients are connected through the VIP, unless --force."""
     from pgha.cli.lab_cmds import run_verify
     from pgha.cli.progress import ConsoleReporter
-    from pgha.lab.control import Lab
     from pgha.ops import Operations
     from pgha.probe import Credentials
 
     spec = load_spec(spec_path, lab_fallback=True)
-    lab = Lab(spec)
-    lab.require_running()
-    ops = Operations(spec, Credentials.of(spec), lab.transport)
+    target = require_target(spec)
+    ops = Operations(spec, Credentials.of(spec), target.transport)
     confirm(force, f"wipe ALL data of cluster {spec.name} and rebuild it")
-    err.print(ops.reset(lab.plans(), ConsoleReporter(), force=force))
-    run_verify(spec, "pretty", lab)
+    err.print(ops.reset(target.plans(), ConsoleReporter(), force=force))
+    run_verify(spec, "pretty", target.transport)

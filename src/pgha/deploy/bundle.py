@@ -34,9 +34,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgha.deploy import sources
 from pgha.deploy.packages import all_packages, packages_for
 from pgha.errors import MissingPrerequisite, PghaError, UsageError
+from pgha.plan import read_pgdg_key
+from pgha.render import apt
 from pgha.spec import ClusterSpec
 
 ROLES = ("postgres", "haproxy")
@@ -104,10 +105,11 @@ def pgdg_apt_options(spec: ClusterSpec, work: Path, codename: str) -> list[str]:
             (lists / f.name).symlink_to(f)
     for f in HOST_SOURCE_PARTS.iterdir() if HOST_SOURCE_PARTS.is_dir() else []:
         (parts / f.name).symlink_to(f)
-    key = sources.keyring_bytes(spec)
-    keyring = work / Path(sources.keyring_path(key)).name
+    key = read_pgdg_key(spec)
+    assert key is not None
+    keyring = work / Path(apt.keyring_path(key)).name
     keyring.write_bytes(key)
-    line = sources.pgdg_line(spec, codename, str(keyring))
+    line = apt.pgdg_line(spec.deploy.postgresql.mirror, codename, str(keyring))
     for d in (parts, only):
         (d / "pgha-pgdg.list").write_text(line)
     (work / "empty.list").write_text("")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pgha.deploy import sources
 from pgha.errors import PghaError, pgha_command
+from pgha.files import FileEntry
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.ssh import SshTransport
 
@@ -103,14 +104,14 @@ def ship_bundle(t: SshTransport, node: Node, tar_bytes: bytes, manifest_id: str)
     return True
 
 
-def install(t: SshTransport, node: Node, have: PackageFacts) -> None:
-    """Install what ``have`` says is missing (the apt source, packages, the etcd tarball, Patroni's venv)."""
+def install(t: SshTransport, node: Node, have: PackageFacts, apt_sources: tuple[FileEntry, ...] = ()) -> None:
+    """Install what ``have`` says is missing, after the plan's ``apt_sources`` (PGDG's source and key): the
+    packages, the etcd tarball, Patroni's venv."""
     spec = t.spec
     assert spec.deploy is not None
     offline = spec.deploy.packages == "bundle"
-    pgdg = sources.apt_entries(spec, node, have.codename)
-    if pgdg:
-        t.sync_entries(node, pgdg)
+    if apt_sources:
+        t.sync_entries(node, apt_sources)
     if have.missing:
         pkgs = " ".join(have.missing)
         if offline:

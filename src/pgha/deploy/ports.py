@@ -1,13 +1,13 @@
 """The seed's section 2 before anything is installed: every port open between the nodes that need it.
 
-    pairs      doctor's :func:`~pgha.doctor.collect.port_matrix`: PostgreSQL nodes with each other
+    pairs      the spec's :func:`~pgha.topology.port_matrix`: PostgreSQL nodes with each other
                (etcd client and peer, PostgreSQL, Patroni's REST API), HAProxy nodes to the PostgreSQL
                nodes (PostgreSQL, REST API), this machine to what pgha's probes use; with ``--limit``
                the pairs that start or end on a selected node
-    listen     on fresh servers nothing listens yet: a short-lived listener (python3, ending by itself
-               after :data:`LIFETIME`) on each target port that is free; a port one of pgha's services
-               already serves is left to it; a port anything else holds is a conflict (that service
-               could not start there)
+    listen     on fresh servers nothing listens yet: a short-lived listener (:mod:`pgha.deploy.listener`,
+               run by the server's python3, ending by itself after :data:`LIFETIME`) on each target port
+               that is free; a port one of pgha's services already serves is left to it; a port anything
+               else holds is a conflict (that service could not start there)
     connect    from every source at once, each connect with a timeout (doctor's ``node_ports`` and
                ``operator_ports``)
     clean up   the listeners killed by pid as soon as the connects are done
@@ -24,95 +24,25 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
-from pgha.doctor.collect import node_ports, operator_ports, port_matrix
+from pgha.deploy import listener
+from pgha.doctor.collect import node_ports, operator_ports
 from pgha.doctor.model import PortFact
 from pgha.errors import PghaError, pgha_command
-from pgha.service import SERVICES
 from pgha.spec import ClusterSpec, Node
+from pgha.topology import SERVICES, port_matrix
 from pgha.transport.base import Transport
 
 LIFETIME = 60
 """Seconds a temporary listener lives if nobody kills it (an interrupted deploy)."""
 MARKER = "pgha-port-listener"
 """In the listener's command line: a pid is killed only if it still is one of ours."""
+LISTENER = Path(listener.__file__).read_text()
+"""The temporary listener's program (:mod:`pgha.deploy.listener`), as sent to ``python3 -c``."""
 T = TypeVar("T")
 R = TypeVar("R")
-
-# Binds every free port on the node's address, forks a child that accepts (and closes) connections
-# until killed or LIFETIME, prints {"pid": child, "ports": {port: state}}. For a port in use it names
-# the listening process and its systemd unit (from /proc: no ss/lsof needed).
-_LISTENER = r"""
-import errno, json, os, select, socket, sys, time
-addr, life, ports = sys.argv[2], float(sys.argv[3]), [int(p) for p in sys.argv[4:]]
-socks, out = [], {}
-for p in ports:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((addr, p)); s.listen(64); socks.append(s); out[p] = {"state": "listening"}
-    except OSError as e:
-        s.close()
-        out[p] = {"state": "in use" if e.errno == errno.EADDRINUSE else "error", "error": e.strerror}
-
-def owner(port):
-    # Listening sockets on this port that hold this address: bound to it, or to every address.
-    here = {socket.inet_aton(addr), bytes(4)}
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            w = row.split()
-            host, _, hport = w[1].partition(":")
-            if w[3] != "0A" or int(hport, 16) != port:
-                continue
-            raw = bytes.fromhex(host)
-            if len(raw) == 4:
-                raw = raw[::-1]  # /proc shows the IPv4 address as a little-endian word
-            if raw in here or raw == bytes(16):
-                inodes.add("socket:[%s]" % w[9])
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fds = os.listdir("/proc/%s/fd" % pid)
-            if not any(os.readlink("/proc/%s/fd/%s" % (pid, fd)) in inodes for fd in fds):
-                continue
-            comm = open("/proc/%s/comm" % pid).read().strip()
-            unit = ""
-            for line in open("/proc/%s/cgroup" % pid).read().splitlines():
-                for part in line.split(":", 2)[2].split("/"):
-                    if part.endswith(".service"):
-                        unit = part
-            return {"pid": int(pid), "comm": comm, "unit": unit}
-        except OSError:
-            continue
-    return {}
-
-for p, o in out.items():
-    if o["state"] == "in use":
-        o.update(owner(p))
-pid = 0
-if socks:
-    pid = os.fork()
-    if pid == 0:
-        os.setsid()
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        end = time.monotonic() + life
-        while time.monotonic() < end:
-            ready, _, _ = select.select(socks, [], [], max(0.0, min(1.0, end - time.monotonic())))
-            for s in ready:
-                try:
-                    s.accept()[0].close()
-                except OSError:
-                    pass
-        os._exit(0)
-print(json.dumps({"pid": pid, "ports": out}))
-"""
 
 _KILL = r"""pid=$1; grep -qa {marker} /proc/$pid/cmdline 2>/dev/null || exit 0; kill $pid
 i=0; while grep -qa {marker} /proc/$pid/cmdline 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
@@ -195,7 +125,7 @@ def pairs(spec: ClusterSpec, selected: tuple[Node, ...]) -> dict[Node | None, li
 def _listen(transport: Transport, node: Node, ports: list[int]) -> dict[str, Any]:
     """Start the node's listeners: ``{"pid": int, "ports": {port: state}}``, or ``{"error": text}``."""
     try:
-        res = transport.run(node, ["python3", "-c", _LISTENER, MARKER, str(node.address), str(LIFETIME),
+        res = transport.run(node, ["python3", "-c", LISTENER, MARKER, str(node.address), str(LIFETIME),
                                    *map(str, ports)], timeout=30)
         data: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
     except PghaError as exc:

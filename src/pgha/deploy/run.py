@@ -1,7 +1,8 @@
 """`pgha deploy`: plan, diff, then apply — to servers over SSH, services through systemd.
 
     facts     per server, in parallel: missing packages, Patroni's virtualenv, time zone, services
-    plan      the lab's NodePlan of every server (etcd ``existing`` once its cluster has formed)
+    plan      the :class:`~pgha.target.ServerTarget`'s plan of every server — what `pgha render` writes —
+              (etcd ``existing`` once its cluster has formed)
     diff      the files and directories that differ (content, owner, mode, ACL), packages to install,
               services to start, restart or reload — what ``--dry-run`` prints, changing nothing
     ports     the seed's section 2 (:mod:`pgha.deploy.ports`): every port open between the nodes that
@@ -22,7 +23,7 @@ import difflib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from pgha.deploy import packages, sources
@@ -30,19 +31,16 @@ from pgha.deploy.bundle import ROLES, Bundle
 from pgha.deploy.ports import PortReport
 from pgha.deploy.ports import check as check_ports
 from pgha.errors import UsageError, pgha_command
-from pgha.layout import StateLayout
 from pgha.orchestrate import Orchestrator, Reporter
-from pgha.pki import ensure_pki
-from pgha.plan import CertFiles, FileEntry, NodePlan, build
+from pgha.plan import NodePlan, uses_pgdg_source
 from pgha.probe import Credentials
 from pgha.render.etcd import ClusterState
-from pgha.secrets import ensure_secrets
 from pgha.spec import ClusterSpec, Node
+from pgha.target import ServerTarget
+from pgha.topology import services_of
 from pgha.transport.base import ServiceState
-from pgha.transport.ssh import FileChange, SshTransport
+from pgha.transport.ssh import FileChange
 from pgha.verify import VerifyReport, verify
-
-SERVICE_ORDER = ("etcd", "patroni", "haproxy", "keepalived")
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ class Change:
 
     node: str
     kind: str
-    """packages | timezone | file | dir | start | restart | reload | daemon-reload"""
+    """packages | timezone | file | dir | link | start | restart | reload | daemon-reload"""
     what: str
     diff: str = ""
 
@@ -115,8 +113,7 @@ def file_diff(change: FileChange, new: bytes | None) -> str:
 def reactions(node: Node, plan: NodePlan, changed: list[str]) -> list[tuple[str, str, str]]:
     """What a changed file needs on a running server: (action, service, because) — never more."""
     lay = plan.layout
-    units = {f"/etc/systemd/system/{s}.service" for s in SERVICE_ORDER}
-    dropins = {f"/etc/systemd/system/{s}.service.d/pgha.conf" for s in SERVICE_ORDER}
+    units = {p for s in services_of(node) for p in (lay.unit(s), lay.dropin(s))}
     out: list[tuple[str, str, str]] = []
 
     def add(action: str, service: str, path: str) -> None:
@@ -124,16 +121,16 @@ def reactions(node: Node, plan: NodePlan, changed: list[str]) -> list[tuple[str,
             out.append((action, service, path))
 
     for path in changed:
-        if path in units or path in dropins:
+        if path in units:
             add("daemon-reload", "", path)
         if node.is_postgres:
-            if path in (lay.etcd_env, lay.etcd_crt, lay.etcd_key, lay.ca_crt, "/etc/systemd/system/etcd.service",
+            if path in (lay.etcd_env, lay.etcd_crt, lay.etcd_key, lay.ca_crt, lay.unit("etcd"),
                         lay.spec.etcd_bin):  # the binary: a new release tarball installed
                 add("restart", "etcd", path)
             if path in (lay.patroni_config, lay.server_crt, lay.server_key, lay.server_pem, lay.ca_crt,
                         lay.client_crt, lay.client_key):
                 add("reload", "patroni", path)
-            if path == "/etc/systemd/system/patroni.service":
+            if path == lay.unit("patroni"):
                 add("restart", "patroni", path)
         else:
             if path in (lay.haproxy_cfg, lay.haproxy_ca):
@@ -146,16 +143,16 @@ def reactions(node: Node, plan: NodePlan, changed: list[str]) -> list[tuple[str,
 class Deployer:
     """One `pgha deploy` run."""
 
-    def __init__(self, spec: ClusterSpec, transport: SshTransport, reporter: Reporter | None = None,
+    def __init__(self, target: ServerTarget, reporter: Reporter | None = None,
                  limit: tuple[str, ...] = (), port_check: bool = True) -> None:
+        spec = target.spec
         if spec.deploy is None:
             raise UsageError("the spec has no `deploy:` section: it describes the lab, not servers",
                              hint="add `deploy:` (packages, ssh) to deploy to servers; see `pgha spec schema`")
-        self.spec, self.t = spec, transport
+        self.spec, self.target, self.t = spec, target, target.transport
         self.reporter = reporter or Reporter()
-        self.state = StateLayout(spec.state_dir)
         self.selected = tuple(spec.node(n) for n in limit) if limit else spec.nodes
-        self.orch = Orchestrator(spec, transport, self.reporter)
+        self.orch = Orchestrator(spec, self.t, self.reporter)
         self.port_check = port_check
 
     # -- facts and plan ------------------------------------------------------------------------
@@ -163,28 +160,27 @@ class Deployer:
         def one(node: Node) -> ServerFacts:
             pf = packages.facts(self.t, node)
             tz = self.t.shell(node, "readlink /etc/localtime | sed 's|.*/zoneinfo/||'").stdout.strip()
-            states = self.t.service_states(node, self.t.services_of(node))
+            states = self.t.service_states(node, services_of(node))
             formed = node.is_postgres and self.t.run(
                 node, ["test", "-d", f"{self.spec.paths.etcd_data}/member"]).ok
             return ServerFacts(node, pf, tz, states, formed)
 
         return {f.node.name: f for f in self.t.parallel(self.selected, one)}
 
-    def plans(self, etcd_state: ClusterState, facts: dict[str, ServerFacts] | None = None) -> dict[str, NodePlan]:
-        """The lab's plans, plus what only a server needs: its run directory back after a reboot, and
-        the PGDG apt source for its release (``facts`` give the release)."""
-        ensure_pki(self.spec, self.state)
-        secrets = ensure_secrets(self.state)
-        plans = {}
-        for n in self.spec.nodes:
-            plan = build(self.spec, n, CertFiles.load(self.state, self.spec, n), secrets, etcd_state=etcd_state)
-            tmpfiles = FileEntry("/etc/tmpfiles.d/pgha.conf",
-                                 f"# Generated by pgha: {plan.layout.run_dir} is on tmpfs, gone after a reboot.\n"
-                                 f"d {plan.layout.run_dir} 0755 root root -\n".encode())
-            f = (facts or {}).get(n.name)
-            apt = sources.apt_entries(self.spec, n, f.packages.codename) if f else []
-            plans[n.name] = replace(plan, files=(*plan.files, tmpfiles, *apt))
-        return plans
+    def plans(self, etcd_state: ClusterState) -> dict[str, NodePlan]:
+        """The target's plan of every server (PKI and secrets created first if missing)."""
+        self.target.ensure_material()
+        return {p.node.name: p for p in self.target.plans(etcd_state)}
+
+    def check_release(self, facts: dict[str, ServerFacts]) -> None:
+        """The PGDG source is written for ``deploy.release``: a server of it running another is refused."""
+        assert self.spec.deploy is not None
+        want = self.spec.deploy.release
+        wrong = [f"{f.node.name} runs {f.packages.codename or 'an unknown release'}" for f in facts.values()
+                 if uses_pgdg_source(self.spec, f.node) and f.packages.codename != want]
+        if wrong:
+            raise UsageError(f"deploy.release is {want}, but " + ", ".join(wrong),
+                             hint="set deploy.release to the servers' release (the PGDG source is written for it)")
 
     def etcd_state(self, facts: dict[str, ServerFacts]) -> ClusterState:
         pg = [f for f in facts.values() if f.node.is_postgres]
@@ -199,7 +195,7 @@ class Deployer:
 
         def one(node: Node) -> list[FileChange]:
             plan = plans[node.name]
-            return self.t.sync_entries(node, [*plan.dirs, *plan.files], check=True)
+            return self.t.sync_entries(node, plan.entries, check=True)
 
         file_changes = dict(zip([n.name for n in self.selected], self.t.parallel(self.selected, one), strict=True))
         paths: dict[str, list[str]] = {}
@@ -217,8 +213,9 @@ class Deployer:
                 changes.append(Change(node.name, "timezone", f"{f.timezone or 'unset'} -> {tz}"))
             plan = plans[node.name]
             contents = {e.path: e.content for e in plan.files}
+            links = {e.path for e in plan.links}
             for c in file_changes[node.name]:
-                kind = "file" if c.path in contents else "dir"
+                kind = "file" if c.path in contents else "link" if c.path in links else "dir"
                 changes.append(Change(node.name, kind, f"{c.path} ({', '.join(c.changes)})",
                                       file_diff(c, contents.get(c.path))))
             paths[node.name] = [c.path for c in file_changes[node.name]]
@@ -231,7 +228,7 @@ class Deployer:
         out = []
         for node in self.selected:
             f = facts[node.name]
-            down = [s for s in self.t.services_of(node) if not f.services[s].running]
+            down = [s for s in services_of(node) if not f.services[s].running]
             for action, service, because in reactions(node, plans[node.name], paths[node.name]):
                 if action == "daemon-reload":
                     out.append(Change(node.name, action, f"systemd units ({because})"))
@@ -246,7 +243,8 @@ class Deployer:
         result = DeployResult(dry_run)
         with self.orch.step("facts from the servers (SSH)"):
             facts = self.facts()
-            plans = self.plans(self.etcd_state(facts), facts)
+            self.check_release(facts)
+            plans = self.plans(self.etcd_state(facts))
             file_diffs, paths = self.diff(facts, plans)
             result.changes = file_diffs + self.service_changes(facts, plans, paths)
         if self.port_check:
@@ -262,14 +260,14 @@ class Deployer:
         fresh = not any(s.running for f in facts.values() for s in f.services.values())
         if fresh and len(self.selected) != len(self.spec.nodes):
             raise UsageError("nothing runs yet: the first deployment needs every node (drop --limit)")
-        self.install(facts)
+        self.install(facts, plans)
         with self.orch.step("users, certificates, configs and units"):
             self.t.parallel(self.selected, lambda n: self.t.apply(plans[n.name]))
             self.t.install_services([plans[n.name] for n in self.selected])
         if fresh:
             self.orch.start_etcd()
             self.orch.start_patroni()
-            self.orch.set_etcd_state("existing")
+            self.orch.set_etcd_state("existing", list(plans.values()))
             self.orch.start_proxies()
         else:
             self.converge(facts, plans, paths)
@@ -278,7 +276,7 @@ class Deployer:
             result.verify = self.verify()
         return result
 
-    def install(self, facts: dict[str, ServerFacts]) -> None:
+    def install(self, facts: dict[str, ServerFacts], plans: dict[str, NodePlan]) -> None:
         assert self.spec.deploy is not None
         need = [f for f in facts.values() if not f.packages.complete]
         tz = self.spec.deploy.timezone
@@ -299,7 +297,7 @@ class Deployer:
                 def one(f: ServerFacts) -> None:
                     if tars:
                         packages.ship_bundle(self.t, f.node, *tars[f.node.role.value])
-                    packages.install(self.t, f.node, f.packages)
+                    packages.install(self.t, f.node, f.packages, plans[f.node.name].apt_sources)
 
                 self.t.parallel(need, one)
         if tz:
@@ -317,7 +315,7 @@ class Deployer:
         for node in self.selected:
             if any(a == "daemon-reload" for a, _, _ in todo[node.name]):
                 self.t.check(node, ["systemctl", "daemon-reload"], "systemctl daemon-reload")
-        down = {n.name: [s for s in self.t.services_of(n) if not facts[n.name].services[s].running]
+        down = {n.name: [s for s in services_of(n) if not facts[n.name].services[s].running]
                 for n in self.selected}
         pg = [n for n in self.selected if n.is_postgres]
         ha = [n for n in self.selected if n.is_haproxy]
@@ -371,5 +369,5 @@ class Deployer:
 def deploy(spec: ClusterSpec, *, dry_run: bool = False, limit: tuple[str, ...] = (), check: bool = True,
            reporter: Reporter | None = None, port_check: bool = True) -> DeployResult:
     """Plan, diff and (unless ``dry_run``) apply the spec to its servers; see the module docstring."""
-    with SshTransport(spec) as t:
-        return Deployer(spec, t, reporter, limit, port_check).run(dry_run=dry_run, check=check)
+    with ServerTarget(spec) as target:
+        return Deployer(target, reporter, limit, port_check).run(dry_run=dry_run, check=check)

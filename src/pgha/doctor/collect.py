@@ -20,15 +20,17 @@ import yaml
 from cryptography import x509
 
 from pgha.doctor.model import CertFact, Evidence, FileFact, NodeFacts, PgFact, PortFact, etcd3_section
-from pgha.layout import NodeLayout, StateLayout
+from pgha.errors import PghaError
+from pgha.layout import NodeLayout
 from pgha.pki import issued_by, san_strings
-from pgha.plan import CertFiles, build
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
 from pgha.probe.patroni import PatroniApi
 from pgha.render.etcd import parse_env
 from pgha.snapshot import take
 from pgha.spec import ClusterSpec, Node
+from pgha.target import Target
+from pgha.topology import port_matrix, services_of
 from pgha.transport.base import Transport
 
 LOG_LINES = {"patroni": 300, "etcd": 100, "haproxy": 60, "keepalived": 60}
@@ -38,28 +40,6 @@ CONNECT_TIMEOUT = 2
 def _short(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[-1]}" if text else type(exc).__name__
-
-
-def port_matrix(spec: ClusterSpec, source: Node | None) -> list[tuple[Node, int, str]]:
-    """(target node, port, service) that ``source`` must reach; ``None`` is the operator's machine.
-
-    The seed's section 2 table: PostgreSQL nodes reach each other on etcd's client and peer ports,
-    PostgreSQL (replication, pg_rewind) and Patroni's REST API; HAProxy nodes reach PostgreSQL and the
-    REST API (health checks). The operator's machine (pgha's probes) reaches etcd's client port,
-    PostgreSQL and the REST API of the PostgreSQL nodes and the HAProxy nodes' stats port.
-    VRRP (IP protocol 112, multicast) is not TCP: the VIP diagnoses judge it from the holders;
-    the applications' port on the VIP exists once keepalived holds it (verify checks it).
-    """
-    p = spec.ports
-    pg_ports = [(p.etcd_client, "etcd client"), (p.etcd_peer, "etcd peer"), (p.postgresql, "PostgreSQL"),
-                (p.restapi, "Patroni REST API")]
-    if source is None:
-        probed = [(port, what) for port, what in pg_ports if port != p.etcd_peer]
-        return [(t, port, what) for t in spec.postgres_nodes for port, what in probed] + [
-            (t, p.haproxy_monitor, "HAProxy stats") for t in spec.haproxy_nodes]
-    if source.is_haproxy:
-        pg_ports = [(p.postgresql, "PostgreSQL"), (p.restapi, "Patroni REST API")]
-    return [(t, port, what) for t in spec.postgres_nodes if t != source for port, what in pg_ports]
 
 
 _PORT_SCRIPT = r"""chk() { if out=$(timeout {t} bash -c "exec 3<>/dev/tcp/$1/$2" 2>&1); then echo "ok $1 $2";
@@ -151,11 +131,10 @@ def _certs(files: tuple[FileFact, ...], layout: NodeLayout, cluster_ca: bytes | 
     return tuple(out)
 
 
-def _files(transport: Transport, spec: ClusterSpec, node: Node, creds: Credentials,
-           layout: NodeLayout) -> tuple[FileFact, ...]:
+def _files(target: Target, node: Node, layout: NodeLayout) -> tuple[FileFact, ...]:
     """The plan's TLS and password-bearing files, with owner, mode and whether postgres can read them."""
-    plan = build(spec, node, CertFiles.load(StateLayout(spec.state_dir), spec, node), creds.secrets,
-                 root=transport.node_root(node))
+    transport = target.transport
+    plan = target.plan(node)
     wanted = (layout.certs_dir, layout.haproxy_ca, layout.patroni_config, layout.keepalived_conf)
     out = []
     for entry in plan.files:
@@ -206,18 +185,18 @@ def superuser_password(config: dict[str, Any] | None) -> str | None:
         return None
 
 
-def node_facts(spec: ClusterSpec, node: Node, creds: Credentials, transport: Transport,
-               cluster_ca: bytes | None) -> NodeFacts:
-    layout = NodeLayout(spec, node, transport.node_root(node))
-    services = ("etcd", "patroni") if node.is_postgres else ("haproxy", "keepalived")
+def node_facts(target: Target, node: Node, creds: Credentials, cluster_ca: bytes | None) -> NodeFacts:
+    spec, transport = target.spec, target.transport
+    layout = target.layout(node)
+    services = services_of(node)
     states = []
     for s in services:
         with contextlib.suppress(Exception):  # a service manager that does not know it: no fact
             states.append(transport.service_state(node, s))
     logs = {s: transport.logs(node, s, LOG_LINES[s]) for s in services}
     try:
-        files = _files(transport, spec, node, creds, layout)
-    except (OSError, KeyError, ValueError):
+        files = _files(target, node, layout)
+    except (OSError, KeyError, ValueError, PghaError):
         files = ()  # pgha's own PKI is unreadable here: the TLS diagnoses have nothing to compare
     offset, uncertainty = _clock(transport, node)
     facts = NodeFacts(node, tuple(states), tuple(transport.processes(node)), files,
@@ -259,9 +238,9 @@ def vip_tcp(spec: ClusterSpec) -> str | None:
         return _short(exc)
 
 
-def collect(spec: ClusterSpec, creds: Credentials, transport: Transport) -> Evidence:
+def collect(target: Target, creds: Credentials) -> Evidence:
     """One look at everything; per-node collection runs in parallel (mostly waiting on subprocesses)."""
-    state = StateLayout(spec.state_dir)
+    spec, transport, state = target.spec, target.transport, target.state
     try:
         cluster_ca: bytes | None = (state.pki / "ca.crt").read_bytes()
     except OSError:
@@ -270,7 +249,7 @@ def collect(spec: ClusterSpec, creds: Credentials, transport: Transport) -> Evid
         snap_f = pool.submit(take, spec, creds, transport)
         vip_f = pool.submit(vip_tcp, spec)
         ops_f = pool.submit(operator_ports, spec)
-        futures = [pool.submit(node_facts, spec, n, creds, transport, cluster_ca) for n in spec.nodes]
+        futures = [pool.submit(node_facts, target, n, creds, cluster_ca) for n in spec.nodes]
         nodes, notes = [], []
         for node, fut in zip(spec.nodes, futures, strict=True):
             try:
@@ -279,5 +258,5 @@ def collect(spec: ClusterSpec, creds: Credentials, transport: Transport) -> Evid
                 nodes.append(NodeFacts(node))
                 notes.append(f"could not inspect {node.name}: {_short(exc)}")
         return Evidence(spec, snap_f.result(), tuple(nodes), vip_f.result(), creds.secrets.superuser_password,
-                        datetime.now(UTC), command=lambda n, s, a: transport.service_command(spec.node(n), s, a),
+                        datetime.now(UTC), command=lambda n, s, a: target.service_command(spec.node(n), s, a),
                         operator_ports=ops_f.result(), notes=tuple(notes))

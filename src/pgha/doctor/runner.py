@@ -8,8 +8,7 @@ from pgha.doctor import dcs, network, postgres, proxy, tls
 from pgha.doctor.collect import collect
 from pgha.doctor.model import Diagnosis, DoctorReport, Evidence, Finding
 from pgha.probe import Credentials
-from pgha.spec import ClusterSpec
-from pgha.transport.base import Transport
+from pgha.target import Target
 
 DIAGNOSES: tuple[Diagnosis, ...] = (*dcs.DIAGNOSES, *postgres.DIAGNOSES, *proxy.DIAGNOSES, *tls.DIAGNOSES,
                                     *network.DIAGNOSES)
@@ -27,8 +26,8 @@ def run_diagnoses(ev: Evidence, diagnoses: tuple[Diagnosis, ...] = DIAGNOSES) ->
     return findings, notes
 
 
-def diagnose(spec: ClusterSpec, creds: Credentials, transport: Transport) -> DoctorReport:
+def diagnose(target: Target, creds: Credentials) -> DoctorReport:
     """Collect the evidence once, then run every diagnosis over it."""
     t0 = time.monotonic()
-    findings, notes = run_diagnoses(collect(spec, creds, transport))
+    findings, notes = run_diagnoses(collect(target, creds))
     return DoctorReport(tuple(findings), time.monotonic() - t0, tuple(notes))

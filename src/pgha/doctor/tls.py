@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pgha.doctor.model import Evidence, FileFact, Finding, Severity
 from pgha.errors import pgha_command
+from pgha.files import significant_mode_bits
 from pgha.pki import RENEW_DAYS
 
 
@@ -71,8 +72,7 @@ def chain(ev: Evidence) -> list[Finding]:
 
 def _loose(fact: FileFact) -> bool:
     assert fact.stat is not None
-    significant = 0o7707 if fact.acl else 0o7777  # with an ACL the group bits are the ACL mask
-    return bool(fact.stat.mode & significant & ~fact.want_mode)
+    return bool(fact.stat.mode & significant_mode_bits(fact.acl) & ~fact.want_mode)
 
 
 def ownership(ev: Evidence) -> list[Finding]:

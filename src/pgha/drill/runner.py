@@ -15,8 +15,7 @@ from pgha.ops import Operations
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
 from pgha.snapshot import ClusterSnapshot
-from pgha.spec import ClusterSpec
-from pgha.transport.base import Transport
+from pgha.target import Target
 
 
 @dataclass(frozen=True)
@@ -110,10 +109,10 @@ class Sampler:
 
 
 class DrillRunner:
-    def __init__(self, spec: ClusterSpec, transport: Transport, creds: Credentials,
-                 say: Any = lambda msg: None) -> None:
-        self.spec, self.transport, self.creds, self.say = spec, transport, creds, say
-        self.ops = Operations(spec, creds, transport)
+    def __init__(self, target: Target, creds: Credentials, say: Any = lambda msg: None) -> None:
+        self.target, self.creds, self.say = target, creds, say
+        self.spec, self.transport = target.spec, target.transport
+        self.ops = Operations(self.spec, creds, self.transport)
         self.sync = False
 
     def wait(self, what: str, check: Any, timeout: float) -> float:
@@ -152,7 +151,7 @@ class DrillRunner:
         leader = self.spec.node(snap.leader.name)
         replica = self.spec.node(snap.replicas[0].name)
         holder = self.spec.node(snap.vip_holders[0]) if snap.vip_holders else None
-        ctx = DrillContext(self.spec, self.transport, self.ops, leader, replica, holder, [])
+        ctx = DrillContext(self.target, self.ops, leader, replica, holder, [])
         result = DrillResult(scenario.name, uuid.uuid4().hex[:10], sync, self.spec.profile.value, "",
                              old_leader=leader.member_name)
         port = self.spec.ports.postgresql

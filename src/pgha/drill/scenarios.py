@@ -10,24 +10,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pgha.errors import PghaError, pgha_command
-from pgha.layout import NodeLayout
 from pgha.ops import Operations
 from pgha.spec import ClusterSpec, Node
+from pgha.target import Target
 from pgha.transport.base import Transport
 
 
 @dataclass
 class DrillContext:
-    spec: ClusterSpec
-    transport: Transport
+    target: Target
     ops: Operations
     leader: Node
     replica: Node
     vip_holder: Node | None
     faulted: list[tuple[Node, str]]  # services held down, started again by restore
 
+    @property
+    def spec(self) -> ClusterSpec:
+        return self.target.spec
+
+    @property
+    def transport(self) -> Transport:
+        return self.target.transport
+
     def pg_data(self, node: Node) -> str:
-        return NodeLayout(self.spec, node, self.transport.node_root(node)).pg_data
+        return self.target.layout(node).pg_data
 
     def crash(self, node: Node) -> str:
         """A node crash: Patroni and the postmaster die at once and stay down."""

@@ -1,4 +1,4 @@
-"""The lab as a whole: up (network, PKI, plans, the seed's sequence, verify), down, status, faults."""
+"""The lab as a whole: up (network, PKI, the lab target's plans, the seed's sequence), down, status, faults."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from pathlib import Path
 
 from pgha.errors import MissingPrerequisite, UsageError, pgha_command
 from pgha.lab.network import LabNetwork, existing_namespaces, ip
-from pgha.layout import NodeLayout, StateLayout
+from pgha.lab.target import LabTarget
+from pgha.lab.transport import NetnsTransport
+from pgha.layout import StateLayout
 from pgha.orchestrate import Orchestrator, Reporter, Timings
-from pgha.pki import ensure_pki
-from pgha.plan import CertFiles, NodePlan, build
-from pgha.secrets import ensure_secrets
-from pgha.service import SERVICES
+from pgha.plan import NodePlan
 from pgha.spec import ClusterSpec, Node
-from pgha.transport.netns import NetnsTransport
+from pgha.topology import SERVICES, services_of
 
 FAULT_SERVICES = (*SERVICES, "postgres")
 
@@ -65,13 +64,9 @@ class Lab:
         self.state = StateLayout(spec.state_dir)
         self.network = LabNetwork(spec)
         self.transport = NetnsTransport(spec, self.state)
+        self.target = LabTarget(spec, self.transport, self.state)
 
     # -- up ---------------------------------------------------------------------------------
-    def plans(self) -> list[NodePlan]:
-        secrets = ensure_secrets(self.state)
-        return [build(self.spec, node, CertFiles.load(self.state, self.spec, node), secrets,
-                      root=str(self.state.node_root(node))) for node in self.spec.nodes]
-
     def is_up(self) -> bool:
         if not self.transport.supervisor.is_running():
             return False
@@ -89,8 +84,8 @@ class Lab:
         with orch.step("network: bridge and namespaces"):
             self.network.create()
         with orch.step("PKI and secrets"):
-            ensure_pki(self.spec, self.state)
-            plans = self.plans()
+            self.target.ensure_material()
+            plans = self.target.plans()
             self._restrict(plans)
         return orch.bring_up(plans)
 
@@ -172,16 +167,13 @@ class Lab:
         node = self.spec.node(node_name)
         if service not in FAULT_SERVICES:
             raise UsageError(f"unknown service '{service}' (one of: {', '.join(FAULT_SERVICES)})")
-        runs = ("etcd", "patroni", "postgres") if node.is_postgres else ("haproxy", "keepalived")
+        runs = (*services_of(node), "postgres") if node.is_postgres else services_of(node)
         if service not in runs:
             raise UsageError(f"{node.name} runs no {service} (it runs {', '.join(runs)})")
         return node
 
-    def _layout(self, node: Node) -> NodeLayout:
-        return NodeLayout(self.spec, node, self.transport.node_root(node))
-
     def postmaster_pid(self, node: Node) -> int | None:
-        pidfile = Path(self._layout(node).pg_data) / "postmaster.pid"
+        pidfile = Path(self.target.layout(node).pg_data) / "postmaster.pid"
         try:
             pid = int(pidfile.read_text().splitlines()[0])
             os.kill(pid, 0)
@@ -194,7 +186,7 @@ class Lab:
         node = self._service_node(node_name, service)
         sig = sig.upper().removeprefix("SIG")
         if service == "postgres":
-            pid = self.transport.kill_postmaster(node, self._layout(node).pg_data, sig)
+            pid = self.transport.kill_postmaster(node, self.target.layout(node).pg_data, sig)
             if pid is None:
                 raise UsageError(f"no postmaster is running on {node.name}")
             return f"sent SIG{sig} to the postmaster (pid {pid}) on {node.name}"
@@ -216,7 +208,7 @@ class Lab:
         self.require_running()
         if service is None:
             node = self.spec.node(node_name)
-            services = self.transport.services_of(node)
+            services = services_of(node)
         else:
             node = self._service_node(node_name, service)
             if service == "postgres":
@@ -234,12 +226,12 @@ class Lab:
         killed = []
         # Patroni (then its postmaster) before etcd, keepalived before HAProxy: the service that acts on
         # the others' state dies first, as if all had died at once.
-        for service in reversed(self.transport.services_of(node)):
+        for service in reversed(services_of(node)):
             pid = self.transport.service_state(node, service).pid
             self.transport.kill(node, service, "KILL", hold=True)
             killed.append(f"{service} (pid {pid})" if pid else f"{service} (not running)")
             if service == "patroni":
-                pm = self.transport.kill_postmaster(node, self._layout(node).pg_data, "KILL")
+                pm = self.transport.kill_postmaster(node, self.target.layout(node).pg_data, "KILL")
                 killed.append(f"postmaster (pid {pm})" if pm else "postmaster (not running)")
         return (f"{node.name} crashed: SIGKILL {', '.join(killed)}; held down until "
                 f"`{pgha_command('lab', 'start', node.name)}`")

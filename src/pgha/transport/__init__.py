@@ -1,1 +1,3 @@
-"""How pgha reaches a node: a network namespace in the lab, SSH on real servers."""
+"""How pgha reaches a node: the Transport interface (:mod:`~pgha.transport.base`) and its SSH + systemd
+implementation for real servers (:mod:`~pgha.transport.ssh`); the lab's namespace transport lives with
+the lab (:mod:`pgha.lab.transport`)."""

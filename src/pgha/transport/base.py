@@ -2,7 +2,8 @@
 
 Public methods wrap a few abstract ones (as Patroni's AbstractDCS does): an implementation provides
 running a command, writing a file with owner/mode/ACL, controlling a named service, and reading its
-log. Nothing above this module knows whether it drives a lab namespace or an SSH host.
+log. A :class:`~pgha.target.Target` holds one, with the plans and layout roots that go with it.
+Loads neither the plan builder nor the renderers (a plan is only a type here).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import abc
 import re
 import subprocess
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pgha.errors import PghaError
-from pgha.plan import DirEntry, FileEntry, NodePlan
-from pgha.service import SERVICES
+from pgha.files import DirEntry, FileEntry, LinkEntry
 from pgha.spec import Node
+
+if TYPE_CHECKING:
+    from pgha.plan import NodePlan
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,6 @@ POSTGRES_USER = "postgres"
 class Transport(abc.ABC):
     """A way to act on the nodes of one cluster."""
 
-    @staticmethod
-    def services_of(node: Node) -> tuple[str, ...]:
-        """The long-running services a node of this role runs."""
-        return SERVICES[:2] if node.is_postgres else SERVICES[2:]
-
     # -- commands and files -----------------------------------------------------------------
     @abc.abstractmethod
     def run(self, node: Node, argv: list[str], *, timeout: float = 60,
@@ -63,6 +62,14 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def ensure_dir(self, node: Node, entry: DirEntry) -> bool:
         """Create a directory with its owner, mode and ACL; return True if anything changed."""
+
+    def ensure_link(self, node: Node, entry: LinkEntry) -> bool:
+        """Make ``entry.path`` a symbolic link to ``entry.target``; return True if anything changed."""
+        script = 'test "$(readlink -- "$1")" = "$2" && exit 3; mkdir -p -- "$(dirname -- "$1")" && ln -sfn -- "$2" "$1"'
+        res = self.run(node, ["sh", "-c", script, "-", entry.path, entry.target])
+        if res.returncode not in (0, 3):
+            raise PghaError(f"{node.name}: linking {entry.path} failed", details=res.stderr.strip())
+        return res.returncode == 0
 
     @abc.abstractmethod
     def read_file(self, node: Node, path: str) -> bytes | None:
@@ -98,19 +105,16 @@ class Transport(abc.ABC):
     def logs(self, node: Node, service: str, lines: int = 50) -> str: ...
 
     # -- shared behaviour -----------------------------------------------------------------------
-    def node_root(self, node: Node) -> str:
-        """The prefix of every path on the node: "" on a server, its root directory in the lab."""
-        return ""
-
     def restart(self, node: Node, service: str) -> None:
         self.stop(node, service)
         self.start(node, service)
 
     def apply(self, plan: NodePlan) -> list[str]:
-        """Users, directories then files of a plan; returns the paths that changed."""
+        """Users, directories, files then links of a plan; returns the paths that changed."""
         self.ensure_users(plan.node, plan.users)
         changed = [d.path for d in plan.dirs if self.ensure_dir(plan.node, d)]
         changed += [f.path for f in plan.files if self.put_file(plan.node, f)]
+        changed += [ln.path for ln in plan.links if self.ensure_link(plan.node, ln)]
         return changed
 
     def kill_postmaster(self, node: Node, pg_data: str, sig: str = "KILL") -> int | None:
@@ -174,10 +178,6 @@ class Transport(abc.ABC):
             if len(parts) == 4 and parts[0].isdigit():
                 out.append(ProcessInfo(int(parts[0]), int(parts[1]), parts[2], tuple(parts[3].split())))
         return out
-
-    def service_command(self, node: Node, service: str, action: str) -> str:
-        """The command a person runs to start/stop/restart a service of the node (named in fixes)."""
-        return f"on {node.name}: systemctl {action} {service}"
 
 
 def completed(proc: subprocess.CompletedProcess[str], argv: list[str]) -> CommandResult:

@@ -1,14 +1,17 @@
-"""A small program run by the server's own python3 (``python3 -c``): it brings many files and
-directories to their owner, mode, ACL and content in one SSH round trip, or only reports what it
-would change (``check``). Its input is JSON on stdin; its output one JSON list on stdout.
+"""A small program run by the server's own python3 (``python3 -c``): it brings many files,
+directories and links to their owner, mode, ACL and content in one SSH round trip, or only reports
+what it would change (``check``). Its input is JSON on stdin; its output one JSON list on stdout.
 
-Kept free of pgha imports: it is sent as source text and runs on the server, where pgha is not.
+:func:`main` uses nothing but the standard library and :func:`pgha.files.significant_mode_bits`,
+whose source is sent with it: the program runs on the server, where pgha is not.
 """
 
 from __future__ import annotations
 
 import inspect
 import sys
+
+from pgha.files import significant_mode_bits
 
 MAX_OLD = 256 * 1024
 """Old contents larger than this are not sent back for diffs."""
@@ -58,6 +61,19 @@ def main() -> None:  # pragma: no cover - runs on the server
     results = []
     for e in req["entries"]:
         path, is_dir = e["path"], e["kind"] == "dir"
+        if e["kind"] == "link":
+            current = os.readlink(path) if os.path.islink(path) else None
+            if current != e["target"]:
+                results.append({"path": path, "changes": ["created" if current is None else "target"],
+                                "old": None})
+                if not check:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    tmp = f"{path}.pgha-new"
+                    if os.path.lexists(tmp):
+                        os.unlink(tmp)
+                    os.symlink(e["target"], tmp)
+                    os.replace(tmp, path)
+            continue
         content = base64.b64decode(e["content"]) if not is_dir else None
         changes: list[str] = []
         old = None
@@ -77,7 +93,7 @@ def main() -> None:  # pragma: no cover - runs on the server
             st = os.lstat(path)
             if want_ids is None or (st.st_uid, st.st_gid) != want_ids:
                 changes.append("owner")
-            significant = 0o7707 if acl else 0o7777
+            significant = significant_mode_bits(bool(acl))
             if (st.st_mode & significant) != (e["mode"] & significant):
                 changes.append("mode")
             if have_acl_of(path) != acl:
@@ -113,4 +129,5 @@ def main() -> None:  # pragma: no cover - runs on the server
 def source() -> str:
     """The program's text, as sent to ``python3 -c``."""
     head = "from __future__ import annotations\n"
-    return head + inspect.getsource(main) + f"\nMAX_OLD = {MAX_OLD}\nimport sys\nmain()\n"
+    return (head + inspect.getsource(significant_mode_bits) + inspect.getsource(main)
+            + f"\nMAX_OLD = {MAX_OLD}\nimport sys\nmain()\n")

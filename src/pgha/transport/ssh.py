@@ -29,7 +29,8 @@ from typing import Any, TypeVar
 import asyncssh
 
 from pgha.errors import PghaError, pgha_command
-from pgha.plan import SYSTEM_USERS, DirEntry, FileEntry, NodePlan
+from pgha.files import DirEntry, FileEntry, LinkEntry
+from pgha.plan import SYSTEM_USERS, NodePlan
 from pgha.spec import ClusterSpec, Node, SshTarget
 from pgha.transport import files_helper
 from pgha.transport.base import CommandResult, ServiceState, Transport
@@ -213,12 +214,15 @@ class SshTransport(Transport):
         res = self._call(self._exec(node, self._as_root(node, argv, user), None, timeout), timeout + 30)
         return CommandResult(tuple(argv), res.returncode, res.stdout, res.stderr)
 
-    def sync_entries(self, node: Node, entries: Iterable[FileEntry | DirEntry], *,
+    def sync_entries(self, node: Node, entries: Iterable[FileEntry | DirEntry | LinkEntry], *,
                      check: bool = False) -> list[FileChange]:
-        """Bring files and directories to their content, owner, mode and ACL in one round trip;
+        """Bring files, directories and links to their content, owner, mode and ACL in one round trip;
         with ``check`` only report what would change (with the old content, for diffs)."""
-        items = []
+        items: list[dict[str, Any]] = []
         for e in entries:
+            if isinstance(e, LinkEntry):
+                items.append({"path": e.path, "kind": "link", "target": e.target})
+                continue
             item: dict[str, Any] = {"path": e.path, "owner": e.owner, "group": e.group, "mode": e.mode,
                                     "acl": list(e.acl), "kind": "dir" if isinstance(e, DirEntry) else "file"}
             if isinstance(e, FileEntry):
@@ -245,7 +249,7 @@ class SshTransport(Transport):
     def apply(self, plan: NodePlan) -> list[str]:
         """Users, then directories and files in one round trip; returns the paths that changed."""
         self.ensure_users(plan.node, plan.users)
-        return [c.path for c in self.sync_entries(plan.node, [*plan.dirs, *plan.files])]
+        return [c.path for c in self.sync_entries(plan.node, plan.entries)]
 
     def read_file(self, node: Node, path: str) -> bytes | None:
         cmd = self._as_root(node, ["sh", "-c", 'test -e "$1" || exit 3; cat -- "$1"', "-", path])
@@ -373,9 +377,3 @@ class SshTransport(Transport):
     def is_isolated(self, node: Node) -> bool:
         res = self.run(node, ["ip", "route", "show", "type", "prohibit"])
         return any(a in res.stdout for a in self._peers(node))
-
-    # -- inspection (doctor) ---------------------------------------------------------------------
-    def service_command(self, node: Node, service: str, action: str) -> str:
-        t = self.spec.ssh_of(node)
-        sudo = "" if t.user == "root" else "sudo "
-        return f"ssh {t.user}@{t.host} {sudo}systemctl {action} {service}"

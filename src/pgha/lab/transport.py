@@ -1,7 +1,7 @@
 """The lab transport: nodes are network namespaces on this machine, services are supervisord programs.
 
-The namespaces share one filesystem, so a node's files live under its own root directory (the plan
-is built with that prefix); commands run through ``ip netns exec``.
+The namespaces share one filesystem, so a node's files live under its own root directory (the plans of
+:class:`~pgha.lab.target.LabTarget` carry that prefix); commands run through ``ip netns exec``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import tempfile
 from pathlib import Path
 
 from pgha.errors import PghaError, pgha_command
-from pgha.lab.network import LabNames
+from pgha.files import DirEntry, FileEntry, significant_mode_bits
+from pgha.lab.network import LabNames, LabNetwork
 from pgha.lab.supervision import Supervisor, program_name
 from pgha.layout import StateLayout
-from pgha.plan import DirEntry, FileEntry, NodePlan
+from pgha.plan import SYSTEM_USERS, NodePlan
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.base import CommandResult, FileStat, ProcessInfo, ServiceState, Transport, completed
 
@@ -38,8 +39,7 @@ def _set_meta(path: str, owner: str, group: str, mode: int, acl: tuple[str, ...]
     if (st.st_uid, st.st_gid) != (uid, gid):
         os.chown(path, uid, gid)
         changed = True
-    # With an ACL the group bits show the ACL mask, so compare only owner and other bits then.
-    significant = 0o7707 if acl else 0o7777
+    significant = significant_mode_bits(bool(acl))
     if (st.st_mode & significant) != (mode & significant):
         changed = True
     if changed or acl:
@@ -60,9 +60,6 @@ class NetnsTransport(Transport):
 
     def netns(self, node: Node) -> str:
         return self.names.netns(node)
-
-    def node_root(self, node: Node) -> str:
-        return str(self.state.node_root(node))
 
     # -- commands and files -----------------------------------------------------------------
     def run(self, node: Node, argv: list[str], *, timeout: float = 60,
@@ -110,8 +107,6 @@ class NetnsTransport(Transport):
             p.unlink(missing_ok=True)
 
     def ensure_users(self, node: Node, users: tuple[str, ...]) -> None:
-        from pgha.plan import SYSTEM_USERS
-
         for user in users:
             try:
                 pwd.getpwnam(user)
@@ -156,13 +151,9 @@ class NetnsTransport(Transport):
         return "\n".join(text.splitlines()[-lines:])
 
     def isolate(self, node: Node) -> None:
-        from pgha.lab.network import LabNetwork
-
         LabNetwork(self.spec).isolate(node)
 
     def heal(self, node: Node) -> None:
-        from pgha.lab.network import LabNetwork
-
         LabNetwork(self.spec).heal(node)
 
     # -- inspection (doctor) ----------------------------------------------------------------------
@@ -210,8 +201,3 @@ class NetnsTransport(Transport):
             out.append(ProcessInfo(pid, int(fields.get("PPid", "0").strip()), user,
                                    tuple(a.decode(errors="replace") for a in argv if a)))
         return out
-
-    def service_command(self, node: Node, service: str, action: str) -> str:
-        if action == "restart":
-            return " && ".join(pgha_command("lab", verb, node.name, service) for verb in ("stop", "start"))
-        return pgha_command("lab", action, node.name, service)

@@ -1,0 +1,101 @@
+"""The layers hold: the Transport interface loads no renderer and no cryptography, and no two packages of
+src/pgha import each other (directly or through others)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+PGHA = SRC / "pgha"
+
+
+def test_the_transport_interface_imports_neither_cryptography_nor_the_renderers() -> None:
+    code = "import json, sys; import pgha.transport.base; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out)
+    assert "pgha.transport.base" in loaded
+    heavy = [m for m in loaded if m.split(".")[0] == "cryptography" or m.startswith(("pgha.render", "pgha.plan",
+                                                                                       "pgha.pki"))]
+    assert heavy == []
+
+
+def unit_of(module: str) -> str:
+    """A sub-package is one unit (pgha.lab); a top-level module is its own (pgha.plan)."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 and (PGHA / parts[1]).is_dir() else module
+
+
+def resolve(name: str) -> str:
+    """The longest prefix of a dotted import that is a module or package of src/pgha."""
+    parts = name.split(".")
+    while parts and not (SRC.joinpath(*parts).with_suffix(".py").exists() or SRC.joinpath(*parts).is_dir()):
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, dict[str, str]]:
+    """unit -> imported unit -> one module that imports it (every import, also those inside functions)."""
+    graph: dict[str, dict[str, str]] = {}
+    for path in PGHA.rglob("*.py"):
+        module = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("pgha."):
+                    target = unit_of(resolve(name))
+                    if target not in ("pgha", unit_of(module)):
+                        graph.setdefault(unit_of(module), {}).setdefault(target, module)
+    return graph
+
+
+def cycles(graph: dict[str, dict[str, str]]) -> list[list[str]]:
+    """The strongly connected components with more than one unit (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_between_packages() -> None:
+    graph = import_graph()
+    assert "pgha.lab" in graph["pgha.cli"]  # the graph sees imports inside functions too
+    loops = cycles(graph)
+    detail = [f"{u} -> {v} (in {graph[u][v]})" for c in loops for u in c for v in graph.get(u, {}) if v in c]
+    assert loops == [], detail
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert cycles({"a": {"b": "a"}, "b": {"c": "b"}, "c": {"a": "c"}, "d": {"a": "d"}}) == [["a", "b", "c"]]
