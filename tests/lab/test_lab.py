@@ -156,11 +156,12 @@ def test_crash_is_a_power_cut_until_lab_start(lab: Lab, lab_spec_file: str,
     creds = Credentials.of(lab.spec)
     old = lab.spec.node(take(lab.spec, creds).leader.name)  # type: ignore[union-attr]
     assert main(["lab", "crash", old.name, "--spec", lab_spec_file]) == 0
-    said = " ".join(capsys.readouterr().err.split())
-    assert said.startswith(f"{old.name} crashed: SIGKILL patroni (pid ") and "postmaster (pid" in said
-    # The hint is a command to copy: it names the spec file this call used.
-    assert "etcd (pid" in said and said.endswith(f"held down until `pgha lab start {old.name} --spec {lab_spec_file}`")
-    try:
+    try:  # whatever fails, the node is started again: the tests that follow need it
+        said = " ".join(capsys.readouterr().err.split())
+        assert said.startswith(f"{old.name} crashed: SIGKILL patroni (pid ") and "postmaster (pid" in said
+        # The hint is a command to copy: it names the spec file this call used.
+        assert "etcd (pid" in said
+        assert said.endswith(f"held down until `pgha lab start {old.name} --spec {lab_spec_file}`")
         new = wait_until(lambda: (s := take(lab.spec, creds)).leader and s.leader.name != old.member_name
                          and s.leader.name, lab.spec.dcs.ttl + 30)
         # Long after the kill (a ttl): nothing of the node came back by itself.
