@@ -55,12 +55,13 @@ class NodeLayout:
         return f"{self.certs_dir}/server.pem"
 
     @property
-    def client_crt(self) -> str:
-        return f"{self.certs_dir}/client.crt"
+    def patroni_crt(self) -> str:
+        """Patroni's client certificate (etcd, the other members' REST API); pgha's own stays home."""
+        return f"{self.certs_dir}/patroni.crt"
 
     @property
-    def client_key(self) -> str:
-        return f"{self.certs_dir}/client.key"
+    def patroni_key(self) -> str:
+        return f"{self.certs_dir}/patroni.key"
 
     # -- etcd ---------------------------------------------------------------------------------
     @property
@@ -140,7 +141,8 @@ class StateLayout:
     """pgha's own state for one cluster: one directory, removable as a whole.
 
     state_dir/
-      pki/          ca.crt ca.key (0600), etcd-nodeN.{crt,key}, server-<node>.{crt,key}, client.{crt,key}
+      pki/          ca.crt ca.key (0600), etcd-nodeN.{crt,key}, server-<node>.{crt,key}, patroni.{crt,key},
+                    client.{crt,key} (the operator: etcd root), probe.{crt,key} (read-only probes)
       secrets.yml   generated passwords (0600)
       pgpass        libpq's password file for `pgha dsn` / `pgha psql` (0600)
       rendered/     the last `pgha render` output, DIR/<node>/<absolute path>

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from pgha import etcd_auth
 from pgha.errors import StepFailed
 from pgha.plan import NodePlan, etcd_env_file
 from pgha.probe import Credentials
@@ -178,6 +179,15 @@ class Orchestrator:
                 self.transport.start(node, "etcd")
         with self.step("etcd health (all members, mTLS)"):
             self.wait("etcd health (all members, mTLS)", self.etcd_healthy, 45, "etcd", pg)
+        self.ensure_etcd_auth()
+
+    def ensure_etcd_auth(self) -> None:
+        """etcd's users, roles and grants, then auth on (:mod:`pgha.etcd_auth`); before Patroni starts,
+        whose config carries its etcd user's password."""
+        name = "etcd authorization (users per certificate CN, auth on)"
+        with self.step(name):
+            done = etcd_auth.ensure(self.spec, self.creds)
+            self.reporter.update(name, "; ".join(done) or "already in place")
 
     def start_patroni(self) -> None:
         first, *others = self.spec.postgres_nodes

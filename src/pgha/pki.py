@@ -3,9 +3,15 @@
 Everything lives in ``state.pki`` (mode 0700)::
 
     ca.crt ca.key            the cluster CA; created once, never replaced silently
-    etcd-nodeN.crt/.key      etcd on the N-th postgres node (peer and client-facing)
+    etcd-nodeN.crt/.key      etcd on the N-th postgres node (peer and client-facing), CN etcd-peer
     server-<node>.crt/.key   Patroni REST API and PostgreSQL on that node
-    client.crt/.key          pgha / patronictl as a client of etcd and the Patroni REST API
+    patroni.crt/.key         Patroni as a client of etcd and of the other members' REST API (CN patroni),
+                             also on every PostgreSQL node
+    client.crt/.key          pgha, the operator: etcd's root user (OU root); never leaves this machine
+    probe.crt/.key           pgha's read-only etcd probes (OU pgha-probe); never leaves this machine
+
+The client certificates name their etcd user in the OU, not the CN (:func:`client_certs`); etcd's peer
+port accepts the CN etcd-peer only, which the members' certificates alone carry.
 
 Keys are ECDSA P-256 with SHA-256 signatures: fast to generate and accepted by etcd, Patroni,
 HAProxy and PostgreSQL. :func:`ensure_pki` is idempotent; :func:`check_pki` only reads.
@@ -34,7 +40,16 @@ from pgha.layout import StateLayout, etcd_cert_name
 from pgha.secrets import make_private_dir, write_atomic
 from pgha.spec import ClusterSpec, Node
 
-CA_NAME, CLIENT_NAME, CLIENT_CN = "ca", "client", "pgha"
+CA_NAME = "ca"
+# File stems and subject OUs of the client certificates: the OU names the etcd user (no CN, see client_certs).
+CLIENT_NAME, ROOT_USER = "client", "root"
+PATRONI_NAME, PATRONI_USER = "patroni", "patroni"
+PROBE_NAME, PROBE_USER = "probe", "pgha-probe"
+ETCD_PEER_CN = "etcd-peer"
+"""The CN of every etcd member's certificate, the only one etcd's peer port accepts (and no etcd user)."""
+RESERVED_CNS = (ROOT_USER, PATRONI_USER, PROBE_USER, ETCD_PEER_CN)
+"""Names a node (its server certificate's CN) must not take: etcd maps a CN to the user of that name on
+its gRPC API, and etcd-peer opens the peer port."""
 CA_DAYS = 7300  # the seed's `openssl req -x509 -days 7300`
 LEAF_DAYS = 3650
 RENEW_DAYS = 30
@@ -77,12 +92,14 @@ class PkiReport:
 
 @dataclass(frozen=True)
 class ExpectedCert:
-    """A leaf certificate the spec calls for: file stem, subject CN, SANs ("IP:..", "DNS:..") and EKUs."""
+    """A leaf certificate the spec calls for: file stem, subject CN, SANs ("IP:..", "DNS:..") and EKUs;
+    ``unit`` (subject OU) instead of a CN for the clients of etcd's JSON gateway (see :func:`client_certs`)."""
 
     name: str
-    common_name: str
+    common_name: str | None
     sans: tuple[str, ...]
     usages: tuple[str, ...]
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,18 +138,33 @@ def cert_paths(state: StateLayout, name: str) -> tuple[Path, Path]:
 
 
 def expected_certs(spec: ClusterSpec) -> tuple[ExpectedCert, ...]:
-    """Every leaf certificate of the cluster: etcd and server per postgres node, then the client."""
+    """Every leaf certificate of the cluster: etcd and server per postgres node, then the client ones."""
     both = ("serverAuth", "clientAuth")  # etcd 3.5+ rejects peer certificates without clientAuth
     out: list[ExpectedCert] = []
     for node in spec.postgres_nodes:
+        if node.name in RESERVED_CNS:
+            raise PghaError(f"node name {node.name!r} is the CN of one of pgha's etcd identities: its server "
+                            "certificate (CN = node name) would act as that etcd user",
+                            hint=f"rename the node; reserved: {', '.join(RESERVED_CNS)}")
         dns = (f"DNS:{node.name}", f"DNS:{node.member_name}", "DNS:localhost")
         etcd = etcd_cert_name(spec, node)
-        out.append(ExpectedCert(etcd, etcd, _unique(f"IP:{node.address}", "IP:127.0.0.1", *dns), both))
+        out.append(ExpectedCert(etcd, ETCD_PEER_CN, _unique(f"IP:{node.address}", "IP:127.0.0.1", *dns), both))
         # A client of the VIP reaches this node through HAProxy's TCP passthrough and sees this certificate.
         sans = _unique(f"IP:{node.address}", f"IP:{spec.vip.address}", "IP:127.0.0.1", *dns)
         out.append(ExpectedCert(server_cert_name(node), node.name, sans, both))
-    out.append(ExpectedCert(CLIENT_NAME, CLIENT_CN, (), ("clientAuth",)))
-    return tuple(out)
+    return tuple(out) + client_certs()
+
+
+def client_certs() -> tuple[ExpectedCert, ...]:
+    """The client-only certificates: Patroni's (on the nodes), then the operator's and the probes'.
+
+    They carry no CN: with auth on, etcd's JSON gateway (all Patroni and pgha speak) answers 400 to a
+    client certificate with one ("CommonName of client sending a request against gateway will be
+    ignored", etcd 3.4/3.5). The identity is the subject's OU, and the etcd user of that name logs in
+    with its password (:mod:`pgha.etcd_auth`).
+    """
+    return tuple(ExpectedCert(name, None, (), ("clientAuth",), unit)
+                 for name, unit in ((PATRONI_NAME, PATRONI_USER), (CLIENT_NAME, ROOT_USER), (PROBE_NAME, PROBE_USER)))
 
 
 def _unique(*items: str) -> tuple[str, ...]:
@@ -149,6 +181,16 @@ def load_cert(path: Path) -> x509.Certificate:
 def common_name(cert: x509.Certificate) -> str | None:
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(attrs[0].value) if attrs else None
+
+
+def subject_unit(cert: x509.Certificate) -> str | None:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    return str(attrs[0].value) if attrs else None
+
+
+def _subject(common_name: str | None, unit: str | None = None) -> x509.Name:
+    oid, value = (NameOID.COMMON_NAME, common_name) if common_name else (NameOID.ORGANIZATIONAL_UNIT_NAME, unit)
+    return x509.Name([x509.NameAttribute(oid, value or "")])
 
 
 def san_strings(cert: x509.Certificate) -> tuple[str, ...]:
@@ -199,9 +241,9 @@ def _key_usage(*, leaf: bool) -> x509.KeyUsage:
                          crl_sign=not leaf, encipher_only=False, decipher_only=False)
 
 
-def _sign(cn: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None, issuer_key: IssuerKey,
-          now: datetime, days: int, extensions: list[tuple[x509.ExtensionType, bool]]) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+def _sign(subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
+          issuer_key: IssuerKey, now: datetime, days: int, extensions: list[tuple[x509.ExtensionType, bool]]
+          ) -> x509.Certificate:
     not_after = now + timedelta(days=days)
     if issuer is not None:  # past its CA's expiry a leaf fails anyway: say so in the leaf
         not_after = min(not_after, issuer.not_valid_after_utc)
@@ -224,7 +266,7 @@ def _new_ca(cn: str, *, days: int = CA_DAYS, now: datetime | None = None
     # path_length 0: this CA signs leaves only, never another CA.
     exts: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=True, path_length=0), True), (_key_usage(leaf=False), True)]
-    return _sign(cn, key, None, key, now or datetime.now(UTC), days, exts), key
+    return _sign(_subject(cn), key, None, key, now or datetime.now(UTC), days, exts), key
 
 
 def _issue_leaf(exp: ExpectedCert, ca: x509.Certificate, ca_key: IssuerKey, *, days: int = LEAF_DAYS,
@@ -235,7 +277,7 @@ def _issue_leaf(exp: ExpectedCert, ca: x509.Certificate, ca_key: IssuerKey, *, d
         (x509.ExtendedKeyUsage([USAGES[u] for u in exp.usages]), False)]
     if exp.sans:
         exts.append((x509.SubjectAlternativeName([_general_name(s) for s in exp.sans]), False))
-    return _sign(exp.common_name, key, ca, ca_key, now or datetime.now(UTC), days, exts), key
+    return _sign(_subject(exp.common_name, exp.unit), key, ca, ca_key, now or datetime.now(UTC), days, exts), key
 
 
 def _write_pair(crt: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
@@ -292,6 +334,8 @@ def _leaf_check(exp: ExpectedCert, crt: Path, key_path: Path, ca: x509.Certifica
         problems.append("not signed by the cluster CA (ca.crt): broken chain")
     if common_name(cert) != exp.common_name:
         problems.append(f"subject CN is {common_name(cert)!r}, expected {exp.common_name!r}")
+    if exp.unit and subject_unit(cert) != exp.unit:
+        problems.append(f"subject OU is {subject_unit(cert)!r}, expected {exp.unit!r}")
     have, usages = san_strings(cert), extended_usages(cert)
     for label, names in (("missing SANs", [s for s in exp.sans if s not in have]),
                          ("SANs not in the spec", [s for s in have if s not in exp.sans]),

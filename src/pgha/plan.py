@@ -14,7 +14,7 @@ from pathlib import Path
 from pgha.errors import UsageError
 from pgha.files import DirEntry, FileEntry, LinkEntry
 from pgha.layout import NodeLayout, StateLayout, etcd_cert_name
-from pgha.pki import combined_pem
+from pgha.pki import PATRONI_NAME, combined_pem
 from pgha.render import apt as apt_render
 from pgha.render import etcd as etcd_render
 from pgha.render import haproxy as haproxy_render
@@ -74,8 +74,8 @@ class CertFiles:
     etcd_key: bytes = b""
     server_crt: bytes = b""
     server_key: bytes = b""
-    client_crt: bytes = b""
-    client_key: bytes = b""
+    patroni_crt: bytes = b""
+    patroni_key: bytes = b""
 
     @classmethod
     def load(cls, state: StateLayout, spec: ClusterSpec, node: Node) -> CertFiles:
@@ -91,7 +91,7 @@ class CertFiles:
             ca_crt=read("ca.crt"),
             etcd_crt=read(f"{etcd}.crt"), etcd_key=read(f"{etcd}.key"),
             server_crt=read(f"server-{node.name}.crt"), server_key=read(f"server-{node.name}.key"),
-            client_crt=read("client.crt"), client_key=read("client.key"),
+            patroni_crt=read(f"{PATRONI_NAME}.crt"), patroni_key=read(f"{PATRONI_NAME}.key"),
         )
 
 
@@ -135,15 +135,18 @@ def _postgres_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets, clus
     ]
     files = [
         FileEntry(layout.ca_crt, certs.ca_crt, "etcd", "etcd", 0o644, pg_read),
-        FileEntry(layout.etcd_crt, certs.etcd_crt, "etcd", "etcd", 0o644, pg_read),
-        FileEntry(layout.etcd_key, certs.etcd_key, "etcd", "etcd", 0o600, pg_read),
+        # The member's key is etcd's alone: with it, a process could join etcd's peer port.
+        FileEntry(layout.etcd_crt, certs.etcd_crt, "etcd", "etcd", 0o644),
+        FileEntry(layout.etcd_key, certs.etcd_key, "etcd", "etcd", 0o600),
         # PostgreSQL insists its key belongs to the database user (or root) and is 0600.
         FileEntry(layout.server_crt, certs.server_crt, "postgres", "postgres", 0o644),
         FileEntry(layout.server_key, certs.server_key, "postgres", "postgres", 0o600),
         FileEntry(layout.server_pem, combined_pem(certs.server_crt, certs.server_key), "postgres", "postgres",
                   0o600),
-        FileEntry(layout.client_crt, certs.client_crt, "postgres", "postgres", 0o644),
-        FileEntry(layout.client_key, certs.client_key, "postgres", "postgres", 0o600),
+        # Patroni's own client identity (etcd user patroni: its cluster's keys only); the operator's
+        # certificate (etcd root) never leaves the operator's machine.
+        FileEntry(layout.patroni_crt, certs.patroni_crt, "postgres", "postgres", 0o644),
+        FileEntry(layout.patroni_key, certs.patroni_key, "postgres", "postgres", 0o600),
         etcd_env_file(layout, cluster_state),
         FileEntry(layout.patroni_config, patroni_render.render(layout, secrets, watchdog=watchdog).encode(),
                   "postgres", "postgres", 0o600),

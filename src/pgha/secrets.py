@@ -80,6 +80,10 @@ class Secrets:
     restapi_password: str = field(repr=False)
     vrrp_password: str = field(repr=False)
     restapi_username: str = RESTAPI_USERNAME
+    # etcd users (pgha.etcd_auth): its JSON gateway knows a client only by a password login.
+    etcd_root_password: str = field(default="", repr=False)
+    etcd_patroni_password: str = field(default="", repr=False)
+    etcd_probe_password: str = field(default="", repr=False)
 
 
 _GENERATORS: dict[str, Callable[[], str]] = {
@@ -88,6 +92,9 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "restapi_username": lambda: RESTAPI_USERNAME,
     "restapi_password": lambda: random_token(PASSWORD_LENGTH),
     "vrrp_password": lambda: random_token(VRRP_PASS_LENGTH),
+    "etcd_root_password": lambda: random_token(PASSWORD_LENGTH),
+    "etcd_patroni_password": lambda: random_token(PASSWORD_LENGTH),
+    "etcd_probe_password": lambda: random_token(PASSWORD_LENGTH),
 }
 
 

@@ -29,7 +29,7 @@ import pytest
 
 from pgha import spec as spec_mod
 from pgha.layout import StateLayout
-from pgha.pki import ensure_pki
+from pgha.pki import cert_paths, ensure_pki
 from pgha.plan import CertFiles, NodePlan, build
 from pgha.render.etcd import parse_env
 from pgha.secrets import ensure_secrets
@@ -200,10 +200,12 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def tls_context(plan: NodePlan, *, client_cert: bool) -> ssl.SSLContext:
+def tls_context(plan: NodePlan, *, client_cert: bool, name: str = "client") -> ssl.SSLContext:
+    """The CA, and a certificate from pgha's PKI (default: the operator's) unless ``client_cert`` is false."""
     ctx = ssl.create_default_context(cafile=plan.layout.ca_crt)  # also checks the certificate names the IP
     if client_cert:
-        ctx.load_cert_chain(plan.layout.client_crt, plan.layout.client_key)
+        crt, key = cert_paths(StateLayout(plan.layout.spec.state_dir), name)
+        ctx.load_cert_chain(crt, key)
     return ctx
 
 

@@ -26,7 +26,8 @@ from pgha.spec import ClusterSpec, default_data, parse
 
 VIP = "10.203.0.210"
 PG_NODES = [(f"postgres-0{i}", f"postgresql-0{i}", f"10.203.0.{202 + i}") for i in (1, 2, 3)]
-LEAVES = [*(f"etcd-node{i}" for i in (1, 2, 3)), *(f"server-{n}" for n, _, _ in PG_NODES), "client"]
+CLIENTS = ["patroni", "client", "probe"]
+LEAVES = [*(f"etcd-node{i}" for i in (1, 2, 3)), *(f"server-{n}" for n, _, _ in PG_NODES), *CLIENTS]
 ALL_FILES = {f"{stem}.{ext}" for stem in ["ca", *LEAVES] for ext in ("crt", "key")}
 
 
@@ -124,7 +125,7 @@ def test_every_leaf_is_signed_by_the_ca(state: StateLayout, issued: pki.PkiRepor
 def test_etcd_cert(state: StateLayout, issued: pki.PkiReport, index: int) -> None:
     name, member, address = PG_NODES[index]
     c = cert(state, f"etcd-node{index + 1}")
-    assert pki.common_name(c) == f"etcd-node{index + 1}"
+    assert pki.common_name(c) == "etcd-peer"  # the one CN etcd's peer port accepts
     dns = (f"DNS:{name}", f"DNS:{member}", "DNS:localhost")
     assert pki.san_strings(c) == (f"IP:{address}", "IP:127.0.0.1", *dns)
     assert set(ext(c, x509.ExtendedKeyUsage).value) == {ExtendedKeyUsageOID.SERVER_AUTH,
@@ -143,11 +144,22 @@ def test_server_cert(state: StateLayout, issued: pki.PkiReport, index: int) -> N
     assert pki.extended_usages(c) == ("serverAuth", "clientAuth")
 
 
-def test_client_cert(state: StateLayout, issued: pki.PkiReport) -> None:
-    c = cert(state, "client")
-    assert pki.common_name(c) == "pgha"
+@pytest.mark.parametrize(("stem", "user"), [("client", "root"), ("patroni", "patroni"), ("probe", "pgha-probe")])
+def test_client_certs_name_their_etcd_user_without_a_cn(state: StateLayout, issued: pki.PkiReport, stem: str,
+                                                        user: str) -> None:
+    """etcd's JSON gateway answers 400 to a client certificate with a CN once auth is on."""
+    c = cert(state, stem)
+    assert pki.common_name(c) is None and pki.subject_unit(c) == user
     assert pki.extended_usages(c) == ("clientAuth",)
     assert pki.san_strings(c) == ()
+
+
+@pytest.mark.parametrize("name", ["root", "patroni", "pgha-probe", "etcd-peer"])
+def test_a_node_may_not_take_an_etcd_identity(state: StateLayout, name: str) -> None:
+    data = default_data(lab=True)
+    data["nodes"][3]["name"] = name
+    with pytest.raises(PghaError, match=f"node name '{name}' is the CN of one of pgha's etcd identities"):
+        pki.ensure_pki(parse(data), state)
 
 
 def test_member_defaulting_to_name_gives_one_dns_san(state: StateLayout) -> None:
@@ -263,7 +275,7 @@ def test_check_clean(spec: ClusterSpec, state: StateLayout, issued: pki.PkiRepor
     statuses = pki.check_pki(spec, state)
     per_node = [f"{kind}{i + 1 if kind == 'etcd-node' else n}" for i, (n, _, _) in enumerate(PG_NODES)
                 for kind in ("etcd-node", "server-")]
-    assert [s.name for s in statuses] == ["ca", *per_node, "client"]
+    assert [s.name for s in statuses] == ["ca", *per_node, *CLIENTS]
     assert all(s.ok for s in statuses), [s.problems for s in statuses]
     server = status(spec, state, "server-postgres-02")
     assert server.common_name == "postgres-02" and f"IP:{VIP}" in server.sans

@@ -20,10 +20,10 @@ from pgha import spec as spec_mod
 from pgha.cli import main
 from pgha.lab.target import LabTarget
 from pgha.layout import StateLayout, etcd_cert_name
-from pgha.pki import combined_pem
+from pgha.pki import cert_paths, combined_pem, ensure_pki
 from pgha.plan import CertFiles, FileEntry, NodePlan, build
 from pgha.render.etcd import parse_env
-from pgha.secrets import Secrets, load_secrets
+from pgha.secrets import Secrets, ensure_secrets, load_secrets
 from pgha.spec import ClusterSpec, Node, default_data, parse
 from pgha.target import ServerTarget
 
@@ -32,7 +32,8 @@ UPDATE = os.environ.get("PGHA_UPDATE_GOLDEN") == "1"
 
 # Fixed credentials (the golden files hold them; tests/unit/test_rendering.py shares the same files).
 SECRETS = Secrets(superuser_password="SuperSecret1", replication_password="ReplSecret1",
-                  restapi_password="RestSecret1", vrrp_password="Vrrp1234")
+                  restapi_password="RestSecret1", vrrp_password="Vrrp1234", etcd_root_password="EtcdRoot1",
+                  etcd_patroni_password="EtcdPatroni1", etcd_probe_password="EtcdProbe1")
 
 POSTGRES_CONFIGS = ("etc/etcd/etcd.env", "etc/patroni/config.yml", "etc/systemd/system/etcd.service",
                     "etc/systemd/system/patroni.service")
@@ -49,7 +50,7 @@ def fake_certs(spec: ClusterSpec, node: Node) -> CertFiles:
     etcd = etcd_cert_name(spec, node).upper()
     return CertFiles(ca_crt=b"CA PEM\n", etcd_crt=f"{etcd} CRT\n".encode(), etcd_key=f"{etcd} KEY\n".encode(),
                      server_crt=f"SERVER {node.name} CRT\n".encode(), server_key=f"SERVER {node.name} KEY\n".encode(),
-                     client_crt=b"CLIENT CRT\n", client_key=b"CLIENT KEY\n")
+                     patroni_crt=b"PATRONI CRT\n", patroni_key=b"PATRONI KEY\n")
 
 
 def render(spec: ClusterSpec, node_name: str, **kwargs: Any) -> NodePlan:
@@ -111,13 +112,13 @@ def meta(f: FileEntry) -> tuple[str, str, int, tuple[str, ...]]:
 PG_READ = ("u:postgres:r",)
 POSTGRES_FILES = {
     "/etc/etcd/certs/ca.crt": ("etcd", "etcd", 0o644, PG_READ),
-    "/etc/etcd/certs/etcd-node1.crt": ("etcd", "etcd", 0o644, PG_READ),
-    "/etc/etcd/certs/etcd-node1.key": ("etcd", "etcd", 0o600, PG_READ),
+    "/etc/etcd/certs/etcd-node1.crt": ("etcd", "etcd", 0o644, ()),
+    "/etc/etcd/certs/etcd-node1.key": ("etcd", "etcd", 0o600, ()),  # etcd's alone: it opens the peer port
     "/etc/etcd/certs/server.crt": ("postgres", "postgres", 0o644, ()),
     "/etc/etcd/certs/server.key": ("postgres", "postgres", 0o600, ()),
     "/etc/etcd/certs/server.pem": ("postgres", "postgres", 0o600, ()),
-    "/etc/etcd/certs/client.crt": ("postgres", "postgres", 0o644, ()),
-    "/etc/etcd/certs/client.key": ("postgres", "postgres", 0o600, ()),
+    "/etc/etcd/certs/patroni.crt": ("postgres", "postgres", 0o644, ()),
+    "/etc/etcd/certs/patroni.key": ("postgres", "postgres", 0o600, ()),
     "/etc/etcd/etcd.env": ("root", "etcd", 0o640, ()),
     "/etc/patroni/config.yml": ("postgres", "postgres", 0o600, ()),
     "/etc/systemd/system/etcd.service": ("root", "root", 0o644, ()),
@@ -171,6 +172,26 @@ def test_each_postgres_node_gets_its_own_certificates(plans: dict[str, NodePlan]
         assert not [f for f in plan.files if re.search(rf"etcd-node(?!{i})\d", f.path)]
 
 
+def test_the_operators_and_the_probes_credentials_never_reach_a_node(tmp_path: Path) -> None:
+    """pgha's own certificate is etcd's root: it stays on the operator's machine with the probes' one and
+    both passwords; a node gets Patroni's certificate and password only (issue 18: the operator's
+    certificate on every node let postgres rewrite the cluster's config in etcd)."""
+    data = default_data(lab=True)
+    data["cluster"]["state_dir"] = str(tmp_path / "state")
+    spec = parse(data)
+    state = StateLayout(spec.state_dir)
+    ensure_pki(spec, state)
+    secrets = ensure_secrets(state)
+    home = [p.read_bytes() for stem in ("client", "probe") for p in cert_paths(state, stem)]
+    home += [secrets.etcd_root_password.encode(), secrets.etcd_probe_password.encode()]
+    patroni_key = cert_paths(state, "patroni")[1].read_bytes()
+    for node in spec.nodes:
+        plan = build(spec, node, CertFiles.load(state, spec, node), secrets)
+        assert not [f.path for f in plan.files for secret in home if secret in f.content], node.name
+        assert [f.path for f in plan.files if f.content == patroni_key] == (
+            ["/etc/etcd/certs/patroni.key"] if node.is_postgres else [])
+
+
 # -- Patroni's config.yml ----------------------------------------------------------------------------
 
 
@@ -194,10 +215,12 @@ def test_patroni_config_security_settings(plans: dict[str, NodePlan], node_name:
     assert cfg["ctl"]["cacert"] == "/etc/etcd/certs/ca.crt"
     assert cfg["restapi"]["authentication"] == {"username": "patroni", "password": "RestSecret1"}
     assert cfg["restapi"]["certfile"] == "/etc/etcd/certs/server.pem"
-    assert cfg["etcd3"] == {
+    assert cfg["etcd3"] == {  # Patroni's own etcd user and certificate, the same on every node
         "hosts": ["10.203.0.203:2379", "10.203.0.204:2379", "10.203.0.205:2379"], "protocol": "https",
-        "cacert": "/etc/etcd/certs/ca.crt", "cert": f"/etc/etcd/certs/etcd-node{i}.crt",
-        "key": f"/etc/etcd/certs/etcd-node{i}.key"}
+        "cacert": "/etc/etcd/certs/ca.crt", "cert": "/etc/etcd/certs/patroni.crt",
+        "key": "/etc/etcd/certs/patroni.key", "username": "patroni", "password": "EtcdPatroni1"}
+    assert (cfg["ctl"]["certfile"], cfg["ctl"]["keyfile"]) == ("/etc/etcd/certs/patroni.crt",
+                                                               "/etc/etcd/certs/patroni.key")
     assert "data-checksums" in cfg["bootstrap"]["initdb"]
     dcs = cfg["bootstrap"]["dcs"]
     assert dcs["postgresql"]["use_pg_rewind"] is True
@@ -229,7 +252,7 @@ def test_root_prefix_moves_every_path(spec: ClusterSpec) -> None:
     assert all(f.path.startswith(root + "/") for f in plan.files)
     assert all(d.path.startswith(root + "/") for d in plan.dirs)
     cfg = patroni_config(plan)
-    assert cfg["etcd3"]["key"] == f"{root}/etc/etcd/certs/etcd-node1.key"
+    assert cfg["etcd3"]["key"] == f"{root}/etc/etcd/certs/patroni.key"
     assert cfg["postgresql"]["data_dir"] == f"{root}/var/lib/postgresql/data"
     assert cfg["postgresql"]["bin_dir"] == "/usr/lib/postgresql/15/bin"  # binaries are the machine's own
     env = parse_env(text(plan, f"{root}/etc/etcd/etcd.env"))
@@ -255,6 +278,8 @@ def test_etcd_env_initial_cluster_state(spec: ClusterSpec, state: str) -> None:
                 "ETCD_PEER_CERT_FILE", "ETCD_PEER_KEY_FILE"):
         plan.file(env[key])  # every TLS path is a file the plan installs
     assert env["ETCD_KEY_FILE"] == "/etc/etcd/certs/etcd-node3.key"
+    # one CA signs every certificate: the peer port takes the members' CN only (pki.ETCD_PEER_CN)
+    assert env["ETCD_PEER_CERT_ALLOWED_CN"] == "etcd-peer"
 
 
 def test_etcd_unit_reads_the_env_file(plans: dict[str, NodePlan]) -> None:
@@ -333,7 +358,7 @@ def test_init_certs_render_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert main(["init", "-o", "cluster.yml"]) == 0
     assert main(["certs", "--spec", "cluster.yml"]) == 0
     first = actions(capsys.readouterr().err)
-    assert len(first) == 16 and {a for a, _ in first} == {"created"}  # CA + 7 leaves, key and certificate each
+    assert len(first) == 20 and {a for a, _ in first} == {"created"}  # CA + 9 leaves, key and certificate each
 
     assert main(["render", "--spec", "cluster.yml", "--out", "out"]) == 0
     assert "postgres-01: 13 files" in capsys.readouterr().err
@@ -343,7 +368,8 @@ def test_init_certs_render_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert counts == {**{f"haproxy-0{i}": 6 for i in (1, 2, 3)}, **{f"postgres-0{i}": 13 for i in (1, 2, 3)}}
     manifest = (out / "MANIFEST.tsv").read_text().splitlines()
     assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (7 + 13 + 1)  # directories, files, the patronictl link
-    assert "postgres-01\t/etc/etcd/certs/etcd-node1.key\tetcd\tetcd\t0600\tu:postgres:r\tfile" in manifest
+    assert "postgres-01\t/etc/etcd/certs/ca.crt\tetcd\tetcd\t0644\tu:postgres:r\tfile" in manifest
+    assert "postgres-01\t/etc/etcd/certs/etcd-node1.key\tetcd\tetcd\t0600\t\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs\tetcd\tetcd\t0700\tu:postgres:rx\tdir" in manifest
     assert os.readlink(out / "postgres-01/usr/local/bin/patronictl") == "/opt/pgha/patroni/bin/patronictl"
 

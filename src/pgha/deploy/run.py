@@ -128,7 +128,7 @@ def reactions(node: Node, plan: NodePlan, changed: list[str]) -> list[tuple[str,
                         lay.spec.etcd_bin):  # the binary: a new release tarball installed
                 add("restart", "etcd", path)
             if path in (lay.patroni_config, lay.server_crt, lay.server_key, lay.server_pem, lay.ca_crt,
-                        lay.client_crt, lay.client_key):
+                        lay.patroni_crt, lay.patroni_key):
                 add("reload", "patroni", path)
             if path == lay.unit("patroni"):
                 add("restart", "patroni", path)

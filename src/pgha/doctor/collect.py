@@ -100,7 +100,7 @@ def _cert_kind(layout: NodeLayout, path: str) -> str | None:
     if not layout.node.is_postgres:
         return "haproxy-ca" if path == layout.haproxy_ca else None
     kinds = {layout.ca_crt: "ca", layout.etcd_crt: "etcd", layout.server_crt: "server",
-             layout.client_crt: "client"}
+             layout.patroni_crt: "patroni"}
     return kinds.get(path)
 
 

@@ -15,12 +15,15 @@ from pgha.spec import ClusterSpec
 
 @dataclass(frozen=True)
 class Credentials:
-    """What the operator's machine presents to the cluster: the CA, pgha's client cert, passwords."""
+    """What the operator's machine presents to the cluster: the CA, pgha's client certificate (etcd's
+    root), the read-only probes' certificate, passwords."""
 
     ca: str
     cert: str
     key: str
     secrets: Secrets
+    probe_cert: str = ""
+    probe_key: str = ""
 
     @classmethod
     def of(cls, spec: ClusterSpec) -> Credentials:
@@ -29,12 +32,20 @@ class Credentials:
             raise MissingPrerequisite(f"no certificates for cluster {spec.name} in {state.pki}",
                                       hint=f"create them: `{pgha_command('certs')}` (the lab's "
                                            f"`{pgha_command('lab', 'up')}` does)")
-        return cls(str(state.pki / "ca.crt"), str(state.pki / "client.crt"), str(state.pki / "client.key"),
-                   load_secrets(state))
+        pki = state.pki
+        return cls(str(pki / "ca.crt"), str(pki / "client.crt"), str(pki / "client.key"), load_secrets(state),
+                   str(pki / "probe.crt"), str(pki / "probe.key"))
 
     def tls(self, with_cert: bool = True) -> ssl.SSLContext:
         """A client TLS context: the cluster CA, and pgha's client certificate unless told not to."""
+        return self._context(self.cert, self.key) if with_cert else self._context()
+
+    def probe_tls(self) -> ssl.SSLContext:
+        """The read-only probes' context: etcd knows its certificate as a user who may only read."""
+        return self._context(self.probe_cert, self.probe_key)
+
+    def _context(self, cert: str = "", key: str = "") -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.ca)
-        if with_cert:
-            ctx.load_cert_chain(self.cert, self.key)
+        if cert:
+            ctx.load_cert_chain(cert, key)
         return ctx

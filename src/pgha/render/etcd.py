@@ -6,6 +6,7 @@ import shlex
 from typing import Literal
 
 from pgha.layout import NodeLayout
+from pgha.pki import ETCD_PEER_CN
 from pgha.spec import ClusterSpec
 
 ClusterState = Literal["new", "existing"]
@@ -48,7 +49,14 @@ def environment(layout: NodeLayout, state: ClusterState) -> dict[str, str]:
         "ETCD_PEER_TRUSTED_CA_FILE": layout.ca_crt,
         "ETCD_PEER_CERT_FILE": layout.etcd_crt,
         "ETCD_PEER_KEY_FILE": layout.etcd_key,
+        **peer_policy(),
     }
+
+
+def peer_policy() -> dict[str, str]:
+    """The peer port takes the members' certificates only: one CA signs every certificate of the cluster
+    (Patroni's, pgha's, the PostgreSQL servers'), so the CA alone would let any of them in as a peer."""
+    return {"ETCD_PEER_CERT_ALLOWED_CN": ETCD_PEER_CN}
 
 
 def render_env(layout: NodeLayout, state: ClusterState) -> str:

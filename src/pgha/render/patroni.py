@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from pgha.layout import NodeLayout
+from pgha.pki import PATRONI_USER
 from pgha.secrets import Secrets
 from pgha.spec import ClusterSpec
 
@@ -55,13 +56,7 @@ def config(layout: NodeLayout, secrets: Secrets, *, watchdog: bool = False) -> d
         "namespace": spec.cluster.namespace,
         "name": node.member_name,
         "log": {"level": "INFO"},
-        "etcd3": {
-            "hosts": [f"{n.address}:{ports.etcd_client}" for n in spec.postgres_nodes],
-            "protocol": "https",
-            "cacert": layout.ca_crt,
-            "cert": layout.etcd_crt,
-            "key": layout.etcd_key,
-        },
+        "etcd3": etcd3(spec, layout.ca_crt, layout.patroni_crt, layout.patroni_key, secrets),
         "restapi": {
             "listen": f"0.0.0.0:{ports.restapi}",
             "connect_address": f"{node.address}:{ports.restapi}",
@@ -73,8 +68,8 @@ def config(layout: NodeLayout, secrets: Secrets, *, watchdog: bool = False) -> d
         "ctl": {
             "insecure": False,
             "cacert": layout.ca_crt,
-            "certfile": layout.client_crt,
-            "keyfile": layout.client_key,
+            "certfile": layout.patroni_crt,
+            "keyfile": layout.patroni_key,
         },
         "bootstrap": {
             "dcs": {
@@ -126,13 +121,21 @@ def render(layout: NodeLayout, secrets: Secrets, *, watchdog: bool = False) -> s
     return header + yaml.safe_dump(config(layout, secrets, watchdog=watchdog), sort_keys=False)
 
 
+def etcd3(spec: ClusterSpec, ca: str, cert: str, key: str, secrets: Secrets) -> dict[str, Any]:
+    """Patroni's etcd3 section: mTLS with Patroni's certificate, and etcd user patroni's password, which
+    etcd's JSON gateway (all Patroni speaks) needs: the gateway ignores a certificate's CN."""
+    return {"hosts": [f"{n.address}:{spec.ports.etcd_client}" for n in spec.postgres_nodes],
+            "protocol": "https", "cacert": ca, "cert": cert, "key": key,
+            "username": PATRONI_USER, "password": secrets.etcd_patroni_password}
+
+
 def ctl_config(spec: ClusterSpec, ca: str, cert: str, key: str, secrets: Secrets) -> str:
-    """patronictl's config for the operator's machine: etcd over mTLS, REST verified against the CA."""
+    """patronictl's config for the operator's machine: etcd over mTLS as Patroni's etcd user (its
+    cluster's keys, no more), REST verified against the CA."""
     data = {
         "scope": spec.name,
         "namespace": spec.cluster.namespace,
-        "etcd3": {"hosts": [f"{n.address}:{spec.ports.etcd_client}" for n in spec.postgres_nodes],
-                  "protocol": "https", "cacert": ca, "cert": cert, "key": key},
+        "etcd3": etcd3(spec, ca, cert, key, secrets),
         "ctl": {"insecure": False, "cacert": ca, "certfile": cert, "keyfile": key,
                 "authentication": {"username": secrets.restapi_username, "password": secrets.restapi_password}},
     }
