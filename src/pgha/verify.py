@@ -80,6 +80,8 @@ class Verifier:
                    self.etcd_needs_cert),
             _guard("TLS: verify-full through the VIP", "connection with sslmode=verify-full against the CA",
                    self.verify_full),
+            _guard("etcd authorization: the read-only user cannot write", "auth on; pgha-probe reads the "
+                   "cluster's keys, its write is refused", self.etcd_read_only),
         ]
         return VerifyReport(tuple(checks), time.monotonic() - t0)
 
@@ -170,6 +172,9 @@ class Verifier:
         results = [(n.name, *etcd_probe.refuses_without_cert(self.spec, n, self.creds))
                    for n in self.spec.postgres_nodes]
         return all(r[1] for r in results), "; ".join(f"{name}: {why}" for name, _, why in results)
+
+    def etcd_read_only(self) -> tuple[bool, str]:
+        return etcd_probe.read_only_enforced(self.spec, self.creds)
 
     def verify_full(self) -> tuple[bool, str]:
         with pg_probe.connect(self.vip, self.port, self.creds, sslmode="verify-full") as conn:

@@ -43,7 +43,7 @@ def test_verify_all_pass(lab: Lab) -> None:
     report = verify(lab.spec, Credentials.of(lab.spec), lab.transport)
     failed = [(c.name, c.seen) for c in report.checks if not c.passed]
     assert failed == []
-    assert len(report.checks) == 9
+    assert len(report.checks) == 10
 
 
 def test_topology_is_the_seeds(lab: Lab) -> None:

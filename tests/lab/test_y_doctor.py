@@ -97,18 +97,18 @@ def test_etcd_quorum_lost(lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFi
             lab.start(b.name, "etcd")
 
 
-def test_etcd_key_unreadable_by_postgres(lab: Lab) -> None:
+def test_patroni_etcd_key_unreadable_by_postgres(lab: Lab) -> None:
     _, (replica, _) = roles(lab)
-    key = layout(lab, replica).etcd_key
+    key = layout(lab, replica).patroni_key
     with restored(lab):
         try:
-            assert lab.transport.run(replica, ["setfacl", "-x", "u:postgres", key]).ok
+            assert lab.transport.run(replica, ["chown", "etcd:etcd", key]).ok
             found = wait_for(lab, "unreadable key named", with_code("tls.unreadable"), 10)
             f = the(found, "tls.unreadable")
             assert key in f.problem and "Patroni cannot reach etcd" in f.problem
-            assert f"setfacl -m u:postgres:r {key}" in f.fix
+            assert f"chown postgres:postgres {key} && chmod 0600 {key}" in f.fix
         finally:
-            lab.transport.run(replica, ["setfacl", "-m", "u:postgres:r", key])
+            lab.transport.run(replica, ["chown", "postgres:postgres", key])
 
 
 def test_pg_hba_without_replication_entry(lab: Lab) -> None:

@@ -73,7 +73,7 @@ def test_probe_reads_but_cannot_write_or_delete(authed: RunningEtcd) -> None:
                  ("put", "/service/tools/config", "{}"), ("del", "--prefix", "/service/")):
         assert refused(etcdctl(authed, "probe", *args, user="pgha-probe")), args
     # the same through the JSON gateway, as pgha's probes speak it
-    ok, seen = etcd_probe.read_only_enforced(authed.spec, authed.spec.postgres_nodes[0], Credentials.of(authed.spec))
+    ok, seen = etcd_probe.read_only_enforced(authed.spec, Credentials.of(authed.spec))
     assert ok, seen
     assert etcdctl(authed, "client", "get", "/service/tools/leader", "--print-value-only", user="root") == \
         (0, "postgresql-01")

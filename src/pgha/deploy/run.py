@@ -338,6 +338,9 @@ class Deployer:
                     self.t.start(n, "patroni")
                 o.wait(name, lambda: o.replicas_streaming(len(self.spec.postgres_nodes) - 1), 120, "patroni",
                        tuple(starting))
+        if pg:
+            # After Patroni's reload: a cluster deployed before etcd auth gets Patroni's password first.
+            o.ensure_etcd_auth()
         for service in ("haproxy", "keepalived"):
             for node in ha:
                 if service in down[node.name]:

@@ -128,21 +128,24 @@ class Gateway:
             raise
 
 
-def read_only_enforced(spec: ClusterSpec, node: Node, creds: Credentials) -> tuple[bool, str]:
-    """Logged in as the read-only probe user: the cluster's keys read, a write under them refused."""
-    key = prefix(spec)
-    try:
-        with Gateway(endpoint(spec, node), creds.probe_tls(), 3.0) as gw:
-            gw.token = gw.login(PROBE_USER, creds.secrets.etcd_probe_password)
-            if gw.token is None:
-                return False, "etcd authentication is not enabled: any certificate of the CA may write"
-            found = gw.call("kv/range", {"key": b64(key), "range_end": b64(range_end(key)), "count_only": True})
-            try:
-                gw.call("kv/put", {"key": b64(f"{key}pgha-verify"), "value": b64("x")})
-            except GatewayError as exc:
-                if "permission denied" in exc.message:
+def read_only_enforced(spec: ClusterSpec, creds: Credentials) -> tuple[bool, str]:
+    """Logged in as the read-only probe user (at the first member that answers): the cluster's keys
+    read, a write under them refused."""
+    key, errors = prefix(spec), []
+    for node in spec.postgres_nodes:
+        try:
+            with Gateway(endpoint(spec, node), creds.probe_tls(), 3.0) as gw:
+                gw.token = gw.login(PROBE_USER, creds.secrets.etcd_probe_password)
+                if gw.token is None:
+                    return False, "etcd authentication is off: any certificate of the CA may write every key"
+                found = gw.call("kv/range", {"key": b64(key), "range_end": b64(range_end(key)), "count_only": True})
+                try:
+                    gw.call("kv/put", {"key": b64(f"{key}pgha-verify"), "value": b64("x")})
+                except GatewayError as exc:
+                    if "permission denied" not in exc.message:
+                        raise
                     return True, f"{PROBE_USER} reads {found.get('count', 0)} keys under {key}, its write is refused"
-                raise
-            return False, f"{PROBE_USER} wrote {key}pgha-verify: its role is not read-only"
-    except (httpx.HTTPError, GatewayError) as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+                return False, f"{PROBE_USER} wrote {key}pgha-verify: its role is not read-only"
+        except (httpx.HTTPError, GatewayError) as exc:
+            errors.append(f"{node.name}: {type(exc).__name__}: {exc}")
+    return False, "; ".join(errors)

@@ -1,0 +1,154 @@
+"""etcd authorization on the running lab (issue 18: with pgha's client certificate, which every PostgreSQL
+node held readable by postgres, /service/<cluster>/config was rewritten and every node applied it).
+
+Each attack is replayed with what it would have: as `postgres` on a node (the files postgres can read,
+Patroni's password from its config), or from the operator's machine with the read-only probe identity.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+from pgha import etcd_auth
+from pgha.lab.control import Lab
+from pgha.layout import NodeLayout, StateLayout
+from pgha.pki import cert_paths
+from pgha.probe import Credentials
+from pgha.probe.etcd import prefix
+from pgha.snapshot import take
+from pgha.transport.base import CommandResult
+
+pytestmark = pytest.mark.lab
+
+
+def layout(lab: Lab, name: str) -> NodeLayout:
+    node = lab.spec.node(name)
+    return NodeLayout(lab.spec, node, lab.transport.node_root(node))
+
+
+def endpoints(lab: Lab) -> str:
+    return ",".join(f"https://{n.address}:{lab.spec.ports.etcd_client}" for n in lab.spec.postgres_nodes)
+
+
+def etcdctl_as_postgres(lab: Lab, name: str, cert: str, key: str, *args: str, user: str = "") -> CommandResult:
+    """etcdctl on the node, run by postgres (what a database superuser reaches with COPY ... TO PROGRAM)."""
+    lay = layout(lab, name)
+    login = [f"--user={user}"] if user else []
+    return lab.transport.run(lab.spec.node(name), [
+        "runuser", "-u", "postgres", "--", "etcdctl", f"--endpoints={endpoints(lab)}", f"--cacert={lay.ca_crt}",
+        f"--cert={cert}", f"--key={key}", "--dial-timeout=3s", "--command-timeout=5s", *login, *args], timeout=30)
+
+
+def etcdctl_here(lab: Lab, stem: str, *args: str, user: str = "") -> tuple[int, str]:
+    """etcdctl on the operator's machine (this one) with a certificate of pgha's PKI."""
+    crt, key = cert_paths(StateLayout(lab.spec.state_dir), stem)
+    login = [f"--user={user}"] if user else []
+    p = subprocess.run(["etcdctl", f"--endpoints={endpoints(lab)}", f"--cacert={lab.state.pki / 'ca.crt'}",
+                        f"--cert={crt}", f"--key={key}", "--dial-timeout=3s", "--command-timeout=5s", *login, *args],
+                       capture_output=True, text=True, timeout=30)
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def refused(code: int, out: str) -> bool:
+    return code != 0 and ("permission denied" in out or "user name is empty" in out)
+
+
+@pytest.fixture(autouse=True)
+def _etcdctl() -> None:
+    if shutil.which("etcdctl") is None:
+        pytest.skip("etcdctl is not installed (etcd-client)")
+
+
+def test_auth_is_in_place_and_ensure_changes_nothing(lab: Lab) -> None:
+    assert etcd_auth.ensure(lab.spec, Credentials.of(lab.spec)) == []
+    secrets = Credentials.of(lab.spec).secrets
+    code, out = etcdctl_here(lab, "client", "user", "list", user=f"root:{secrets.etcd_root_password}")
+    assert (code, out.split()) == (0, ["patroni", "pgha-probe", "root"])
+
+
+def test_no_node_holds_the_operators_or_the_probes_credentials(lab: Lab) -> None:
+    state = StateLayout(lab.spec.state_dir)
+    secrets = Credentials.of(lab.spec).secrets
+    home = {f"{stem} {p.suffix}": p.read_bytes() for stem in ("client", "probe") for p in cert_paths(state, stem)}
+    home |= {"root password": secrets.etcd_root_password.encode(),
+             "probe password": secrets.etcd_probe_password.encode()}
+    for node in lab.spec.nodes:
+        root = state.node_root(node)
+        for path in (p for p in root.rglob("*") if p.is_file() and "var/lib/postgresql/data" not in str(p)):
+            data = path.read_bytes()
+            assert not [what for what, secret in home.items() if secret in data], path
+    lay = layout(lab, "postgres-02")
+    node = lab.spec.node("postgres-02")
+    assert not lab.transport.readable_by(node, lay.etcd_key, "postgres")  # the member's key opens the peer port
+    assert lab.transport.readable_by(node, lay.patroni_key, "postgres")
+
+
+def test_postgres_on_a_node_cannot_rewrite_the_cluster(lab: Lab) -> None:
+    """The finding's attack, replayed as postgres on a replica: the config key and the leader key stay
+    out of reach with the node's server certificate; Patroni's own identity stays within its prefix."""
+    name = "postgres-02"
+    lay = layout(lab, name)
+    key = prefix(lab.spec)
+    for args in (("put", f"{key}config", '{"ttl": 5}'), ("del", f"{key}leader"), ("get", f"{key}config")):
+        res = etcdctl_as_postgres(lab, name, lay.server_crt, lay.server_key, *args)
+        assert refused(res.returncode, res.stdout + res.stderr), (args, res)
+        res = etcdctl_as_postgres(lab, name, lay.patroni_crt, lay.patroni_key, *args)  # no password
+        assert refused(res.returncode, res.stdout + res.stderr), (args, res)
+    patroni = f"patroni:{Credentials.of(lab.spec).secrets.etcd_patroni_password}"  # in config.yml, 0600 postgres
+    for args in (("put", "/service/another-cluster/config", "{}"), ("put", "/elsewhere", "x"),
+                 ("del", "--prefix", "/"), ("user", "list"), ("auth", "disable"),
+                 ("role", "grant-permission", "patroni", "readwrite", "/", "--prefix")):
+        res = etcdctl_as_postgres(lab, name, lay.patroni_crt, lay.patroni_key, *args, user=patroni)
+        assert refused(res.returncode, res.stdout + res.stderr), (args, res)
+    res = etcdctl_as_postgres(lab, name, lay.etcd_crt, lay.etcd_key, "get", f"{key}leader")
+    assert res.returncode != 0 and "permission denied" in (res.stdout + res.stderr).lower()  # cannot even open the key
+
+
+def test_the_probe_identity_reads_but_cannot_write_or_delete(lab: Lab) -> None:
+    key = prefix(lab.spec)
+    probe = f"pgha-probe:{Credentials.of(lab.spec).secrets.etcd_probe_password}"
+    code, out = etcdctl_here(lab, "probe", "get", f"{key}leader", "--print-value-only", user=probe)
+    assert code == 0 and out == take(lab.spec, Credentials.of(lab.spec)).leader.name  # type: ignore[union-attr]
+    for args in (("put", f"{key}config", '{"ttl": 5}'), ("del", f"{key}leader"), ("del", "--prefix", "/service/")):
+        assert refused(*etcdctl_here(lab, "probe", *args, user=probe)), args
+        assert refused(*etcdctl_here(lab, "probe", *args)), args  # the certificate alone
+
+
+def test_seed_etcdctl_health_and_status_with_the_nodes_certificate(lab: Lab) -> None:
+    """The seed's section 12 commands, run on a node as root with that node's etcd certificate."""
+    node = lab.spec.node("postgres-01")
+    lay = layout(lab, node.name)
+    tls = [f"--endpoints={endpoints(lab)}", f"--cacert={lay.ca_crt}", f"--cert={lay.etcd_crt}", f"--key={lay.etcd_key}"]
+    health = lab.transport.run(node, ["etcdctl", *tls, "endpoint", "health"], timeout=30)
+    assert health.returncode == 0 and (health.stdout + health.stderr).count("is healthy") == 3, health
+    status = lab.transport.run(node, ["etcdctl", *tls, "endpoint", "status", "-w", "table"], timeout=30)
+    assert status.returncode == 0 and status.stdout.count("https://") == 3, status
+
+
+def _peer_get(address: str, port: int, ctx: ssl.SSLContext) -> str:
+    ctx.check_hostname = False
+    with socket.create_connection((address, port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname=address) as tls:
+        tls.sendall(b"GET /members HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return tls.recv(200).decode(errors="replace")
+
+
+def test_peer_port_refuses_every_certificate_but_the_members(lab: Lab) -> None:
+    state = StateLayout(lab.spec.state_dir)
+    node = lab.spec.postgres_nodes[0]
+    port = lab.spec.ports.etcd_peer
+
+    def ctx(stem: str) -> ssl.SSLContext:
+        c = ssl.create_default_context(cafile=str(state.pki / "ca.crt"))
+        c.load_cert_chain(*cert_paths(state, stem))
+        return c
+
+    assert _peer_get(str(node.address), port, ctx("etcd-node2")).startswith("HTTP/1.1 200")
+    for stem in ("client", "patroni", "probe", "server-postgres-02"):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            _peer_get(str(node.address), port, ctx(stem))
