@@ -7,6 +7,7 @@ Patroni's password from its config), or from the operator's machine with the rea
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import ssl
@@ -21,7 +22,6 @@ from pgha.pki import cert_paths
 from pgha.probe import Credentials
 from pgha.probe.etcd import prefix
 from pgha.snapshot import take
-from pgha.transport.base import CommandResult
 
 pytestmark = pytest.mark.lab
 
@@ -35,23 +35,27 @@ def endpoints(lab: Lab) -> str:
     return ",".join(f"https://{n.address}:{lab.spec.ports.etcd_client}" for n in lab.spec.postgres_nodes)
 
 
-def etcdctl_as_postgres(lab: Lab, name: str, cert: str, key: str, *args: str, user: str = "") -> CommandResult:
-    """etcdctl on the node, run by postgres (what a database superuser reaches with COPY ... TO PROGRAM)."""
-    lay = layout(lab, name)
-    login = [f"--user={user}"] if user else []
-    return lab.transport.run(lab.spec.node(name), [
-        "runuser", "-u", "postgres", "--", "etcdctl", f"--endpoints={endpoints(lab)}", f"--cacert={lay.ca_crt}",
-        f"--cert={cert}", f"--key={key}", "--dial-timeout=3s", "--command-timeout=5s", *login, *args], timeout=30)
-
-
-def etcdctl_here(lab: Lab, stem: str, *args: str, user: str = "") -> tuple[int, str]:
-    """etcdctl on the operator's machine (this one) with a certificate of pgha's PKI."""
-    crt, key = cert_paths(StateLayout(lab.spec.state_dir), stem)
-    login = [f"--user={user}"] if user else []
-    p = subprocess.run(["etcdctl", f"--endpoints={endpoints(lab)}", f"--cacert={lab.state.pki / 'ca.crt'}",
-                        f"--cert={crt}", f"--key={key}", "--dial-timeout=3s", "--command-timeout=5s", *login, *args],
-                       capture_output=True, text=True, timeout=30)
+def etcdctl(lab: Lab, cert: str, key: str, *args: str, on: str | None = None, as_user: str | None = None,
+            login: str = "") -> tuple[int, str]:
+    """etcdctl on this machine (the operator's) or ``on`` a node, as root or ``as_user``; ``login`` is
+    user:password, passed in the environment (ETCDCTL_USER), never in argv."""
+    prefix_argv: list[str] = []
+    if on is not None:
+        prefix_argv = ["ip", "netns", "exec", lab.transport.netns(lab.spec.node(on))]
+        if as_user:
+            prefix_argv += ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--init-groups", "--"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **({"ETCDCTL_USER": login} if login else {})}
+    ca = layout(lab, on).ca_crt if on else str(lab.state.pki / "ca.crt")
+    p = subprocess.run([*prefix_argv, "etcdctl", f"--endpoints={endpoints(lab)}", f"--cacert={ca}",
+                        f"--cert={cert}", f"--key={key}",
+                        "--dial-timeout=3s", "--command-timeout=5s", *args],
+                       capture_output=True, text=True, timeout=30, env=env)
     return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def pki(lab: Lab, stem: str) -> tuple[str, str]:
+    crt, key = cert_paths(StateLayout(lab.spec.state_dir), stem)
+    return str(crt), str(key)
 
 
 def refused(code: int, out: str) -> bool:
@@ -67,7 +71,7 @@ def _etcdctl() -> None:
 def test_auth_is_in_place_and_ensure_changes_nothing(lab: Lab) -> None:
     assert etcd_auth.ensure(lab.spec, Credentials.of(lab.spec)) == []
     secrets = Credentials.of(lab.spec).secrets
-    code, out = etcdctl_here(lab, "client", "user", "list", user=f"root:{secrets.etcd_root_password}")
+    code, out = etcdctl(lab, *pki(lab, "client"), "user", "list", login=f"root:{secrets.etcd_root_password}")
     assert (code, out.split()) == (0, ["patroni", "pgha-probe", "root"])
 
 
@@ -95,39 +99,36 @@ def test_postgres_on_a_node_cannot_rewrite_the_cluster(lab: Lab) -> None:
     lay = layout(lab, name)
     key = prefix(lab.spec)
     for args in (("put", f"{key}config", '{"ttl": 5}'), ("del", f"{key}leader"), ("get", f"{key}config")):
-        res = etcdctl_as_postgres(lab, name, lay.server_crt, lay.server_key, *args)
-        assert refused(res.returncode, res.stdout + res.stderr), (args, res)
-        res = etcdctl_as_postgres(lab, name, lay.patroni_crt, lay.patroni_key, *args)  # no password
-        assert refused(res.returncode, res.stdout + res.stderr), (args, res)
+        assert refused(*etcdctl(lab, lay.server_crt, lay.server_key, *args, on=name, as_user="postgres")), args
+        # Patroni's certificate without its password
+        assert refused(*etcdctl(lab, lay.patroni_crt, lay.patroni_key, *args, on=name, as_user="postgres")), args
     patroni = f"patroni:{Credentials.of(lab.spec).secrets.etcd_patroni_password}"  # in config.yml, 0600 postgres
     for args in (("put", "/service/another-cluster/config", "{}"), ("put", "/elsewhere", "x"),
                  ("del", "--prefix", "/"), ("user", "list"), ("auth", "disable"),
                  ("role", "grant-permission", "patroni", "readwrite", "/", "--prefix")):
-        res = etcdctl_as_postgres(lab, name, lay.patroni_crt, lay.patroni_key, *args, user=patroni)
-        assert refused(res.returncode, res.stdout + res.stderr), (args, res)
-    res = etcdctl_as_postgres(lab, name, lay.etcd_crt, lay.etcd_key, "get", f"{key}leader")
-    assert res.returncode != 0 and "permission denied" in (res.stdout + res.stderr).lower()  # cannot even open the key
+        got = etcdctl(lab, lay.patroni_crt, lay.patroni_key, *args, on=name, as_user="postgres", login=patroni)
+        assert refused(*got), (args, got)
+    code, out = etcdctl(lab, lay.etcd_crt, lay.etcd_key, "get", f"{key}leader", on=name, as_user="postgres")
+    assert code != 0 and "permission denied" in out.lower(), out  # postgres cannot even open the member's key
 
 
 def test_the_probe_identity_reads_but_cannot_write_or_delete(lab: Lab) -> None:
     key = prefix(lab.spec)
     probe = f"pgha-probe:{Credentials.of(lab.spec).secrets.etcd_probe_password}"
-    code, out = etcdctl_here(lab, "probe", "get", f"{key}leader", "--print-value-only", user=probe)
+    code, out = etcdctl(lab, *pki(lab, "probe"), "get", f"{key}leader", "--print-value-only", login=probe)
     assert code == 0 and out == take(lab.spec, Credentials.of(lab.spec)).leader.name  # type: ignore[union-attr]
     for args in (("put", f"{key}config", '{"ttl": 5}'), ("del", f"{key}leader"), ("del", "--prefix", "/service/")):
-        assert refused(*etcdctl_here(lab, "probe", *args, user=probe)), args
-        assert refused(*etcdctl_here(lab, "probe", *args)), args  # the certificate alone
+        assert refused(*etcdctl(lab, *pki(lab, "probe"), *args, login=probe)), args
+        assert refused(*etcdctl(lab, *pki(lab, "probe"), *args)), args  # the certificate alone
 
 
 def test_seed_etcdctl_health_and_status_with_the_nodes_certificate(lab: Lab) -> None:
     """The seed's section 12 commands, run on a node as root with that node's etcd certificate."""
-    node = lab.spec.node("postgres-01")
-    lay = layout(lab, node.name)
-    tls = [f"--endpoints={endpoints(lab)}", f"--cacert={lay.ca_crt}", f"--cert={lay.etcd_crt}", f"--key={lay.etcd_key}"]
-    health = lab.transport.run(node, ["etcdctl", *tls, "endpoint", "health"], timeout=30)
-    assert health.returncode == 0 and (health.stdout + health.stderr).count("is healthy") == 3, health
-    status = lab.transport.run(node, ["etcdctl", *tls, "endpoint", "status", "-w", "table"], timeout=30)
-    assert status.returncode == 0 and status.stdout.count("https://") == 3, status
+    lay = layout(lab, "postgres-01")
+    code, out = etcdctl(lab, lay.etcd_crt, lay.etcd_key, "endpoint", "health", on="postgres-01")
+    assert code == 0 and out.count("is healthy") == 3, out
+    code, out = etcdctl(lab, lay.etcd_crt, lay.etcd_key, "endpoint", "status", "-w", "table", on="postgres-01")
+    assert code == 0 and out.count("https://") == 3, out
 
 
 def _peer_get(address: str, port: int, ctx: ssl.SSLContext) -> str:

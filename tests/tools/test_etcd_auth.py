@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 
 import pytest
 
@@ -28,14 +29,16 @@ def etcdctl(e: RunningEtcd, cert: str, *args: str, user: str | None = None) -> t
     if binary is None:
         pytest.skip("etcdctl is not installed (etcd-client)")
     crt, key = (f"{cert}.crt", f"{cert}.key") if "/" in cert else cert_paths(StateLayout(e.spec.state_dir), cert)
-    login = []
-    if user:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if user:  # in the environment, never in argv
         s = Credentials.of(e.spec).secrets
         password = {"root": s.etcd_root_password, "patroni": s.etcd_patroni_password,
                     "pgha-probe": s.etcd_probe_password}[user]
-        login = [f"--user={user}:{password}"]
-    return run(binary, f"--endpoints={e.url}", f"--cacert={e.plan.layout.ca_crt}", f"--cert={crt}", f"--key={key}",
-               "--dial-timeout=3s", "--command-timeout=5s", *login, *args)
+        env["ETCDCTL_USER"] = f"{user}:{password}"
+    p = subprocess.run([binary, f"--endpoints={e.url}", f"--cacert={e.plan.layout.ca_crt}", f"--cert={crt}",
+                        f"--key={key}", "--dial-timeout=3s", "--command-timeout=5s", *args],
+                       capture_output=True, text=True, timeout=60, env=env)
+    return p.returncode, (p.stdout + p.stderr).strip()
 
 
 def refused(result: tuple[int, str], why: str = "permission denied") -> bool:
