@@ -65,11 +65,19 @@ def test_deploy_from_nothing(spec_file: Path, machines: Machines) -> None:
     FIGURES["port check on fresh servers (15 temporary listeners)"] = out["ports"]["seconds"]
     # The seed's owners, modes and ACLs (section 5 step 6), the timezone (section 2), no main cluster.
     listing = machines.ssh("postgres-01", "stat -c '%U %G %a %n' /etc/etcd/certs /etc/etcd/certs/*; "
-                                          "getfacl -cp /etc/etcd/certs/etcd-node1.key; readlink /etc/localtime; "
+                                          "getfacl -cp /etc/etcd/certs/ca.crt; readlink /etc/localtime; "
                                           "ls /etc/postgresql; systemctl is-enabled postgresql etcd patroni")
     assert "etcd etcd 750 /etc/etcd/certs" in listing  # 0700 + the postgres ACL (mask r-x)
     assert "postgres postgres 600 /etc/etcd/certs/server.key" in listing
     assert "user:postgres:r--" in listing
+    # etcd authorization: Patroni's own certificate; the member's key is etcd's alone; pgha's stays home
+    assert "postgres postgres 600 /etc/etcd/certs/patroni.key" in listing
+    assert "etcd etcd 600 /etc/etcd/certs/etcd-node1.key" in listing and "client.key" not in listing
+    seed = machines.ssh("postgres-01", "cd /etc/etcd/certs && etcdctl --endpoints=https://127.0.0.1:2379 "
+                                       "--cacert=ca.crt --cert=etcd-node1.crt --key=etcd-node1.key endpoint health; "
+                                       "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=ca.crt "
+                                       "--cert=etcd-node1.crt --key=etcd-node1.key put /service/x y 2>&1 || true")
+    assert "is healthy" in seed and "permission denied" in seed, seed
     assert "Europe/Madrid" in listing
     assert "disabled\nenabled\nenabled" in listing
     runs = machines.ssh("postgres-01", "runuser -u postgres -- /opt/pgha/patroni/bin/patroni --version")
