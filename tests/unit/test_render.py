@@ -172,14 +172,11 @@ def test_each_postgres_node_gets_its_own_certificates(plans: dict[str, NodePlan]
         assert not [f for f in plan.files if re.search(rf"etcd-node(?!{i})\d", f.path)]
 
 
-def test_the_operators_and_the_probes_credentials_never_reach_a_node(tmp_path: Path) -> None:
+def test_the_operators_and_the_probes_credentials_never_reach_a_node(spec: ClusterSpec, tmp_path: Path) -> None:
     """pgha's own certificate is etcd's root: it stays on the operator's machine with the probes' one and
     both passwords; a node gets Patroni's certificate and password only (issue 18: the operator's
     certificate on every node let postgres rewrite the cluster's config in etcd)."""
-    data = default_data(lab=True)
-    data["cluster"]["state_dir"] = str(tmp_path / "state")
-    spec = parse(data)
-    state = StateLayout(spec.state_dir)
+    state = StateLayout(tmp_path / "state")
     ensure_pki(spec, state)
     secrets = ensure_secrets(state)
     home = [p.read_bytes() for stem in ("client", "probe") for p in cert_paths(state, stem)]
