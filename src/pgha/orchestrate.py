@@ -184,7 +184,7 @@ class Orchestrator:
     def ensure_etcd_auth(self) -> None:
         """etcd's users, roles and grants, then auth on (:mod:`pgha.etcd_auth`); before Patroni starts,
         whose config carries its etcd user's password."""
-        name = "etcd authorization (users per certificate CN, auth on)"
+        name = "etcd authorization (users, roles, auth on)"
         with self.step(name):
             done = etcd_auth.ensure(self.spec, self.creds)
             self.reporter.update(name, "; ".join(done) or "already in place")
