@@ -27,8 +27,7 @@ pytestmark = pytest.mark.lab
 
 
 def layout(lab: Lab, name: str) -> NodeLayout:
-    node = lab.spec.node(name)
-    return NodeLayout(lab.spec, node, lab.transport.node_root(node))
+    return lab.target.layout(lab.spec.node(name))
 
 
 def endpoints(lab: Lab) -> str:
