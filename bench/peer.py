@@ -37,6 +37,7 @@ from typing import IO, Any
 
 import psycopg
 
+from pgha import poll
 from pgha import spec as spec_mod
 from pgha.drill.prober import TABLE, Attempt, Writer
 from pgha.drill.runner import DrillRunner, client_outage, scenario
@@ -84,16 +85,9 @@ def outage(acked: list[Attempt], t_fault: float) -> float | None:
 
 
 def wait(what: str, check: Callable[[], Any], timeout: float) -> float:
-    """Poll `check` every 0.2 s until it is truthy; return that moment (epoch seconds)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return time.time()
-        except (psycopg.Error, OSError):  # not yet
-            pass
-        time.sleep(0.2)
-    raise PghaError(f"peer: {what} not reached after {timeout:g} s")
+    """Poll `check` every 0.2 s until it is truthy (pgha's one polling helper); return that moment."""
+    poll.until(f"peer: {what}", lambda: (bool(check()), "not yet"), timeout, interval=0.2)
+    return time.time()
 
 
 # -- Part 1: pgha ---------------------------------------------------------------------------------------------

@@ -4,34 +4,41 @@ waiting for its outcome. Works through the spec's addresses only, so the lab and
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pydantic
 import yaml
 
+from pgha import poll
 from pgha.errors import PghaError, UsageError, pgha_command
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
+from pgha.probe.cluster import Prober
 from pgha.probe.patroni import PatroniApi, PatroniMember
-from pgha.snapshot import ClusterSnapshot, take
-from pgha.spec import ClusterSpec, Node
+from pgha.probe.snapshot import ClusterSnapshot
+from pgha.spec import ClusterSpec, Dcs, Node
 from pgha.transport.base import Transport
+
+API_TIMEOUT = 3.0
+"""Seconds for a REST call that reads (config, history, metrics); changes state their own."""
 
 
 class Operations:
     """One cluster's operations; every method returns a sentence saying what happened."""
 
-    def __init__(self, spec: ClusterSpec, creds: Credentials, transport: Transport | None = None) -> None:
+    def __init__(self, spec: ClusterSpec, creds: Credentials, transport: Transport | None = None,
+                 prober: Prober | None = None) -> None:
         self.spec, self.creds, self.transport = spec, creds, transport
+        self.prober = prober or Prober(spec, creds, transport)
 
     # -- helpers ------------------------------------------------------------------------------
     def snapshot(self) -> ClusterSnapshot:
-        return take(self.spec, self.creds, self.transport)
+        return self.prober.snapshot()
 
     def api(self, node: Node) -> PatroniApi:
-        return PatroniApi(self.spec, node, self.creds)
+        return self.prober.api(node, API_TIMEOUT)
 
     def pg_node(self, name: str) -> Node:
         """A PostgreSQL node of the spec by node or member name; UsageError for any other name."""
@@ -63,27 +70,21 @@ class Operations:
         raise PghaError("no Patroni REST API answers", hint=f"see `{pgha_command('status')}`")
 
     def wait(self, what: str, check: Callable[[ClusterSnapshot], bool], timeout: float) -> ClusterSnapshot:
-        deadline = time.monotonic() + timeout
-        while True:
-            snap = self.snapshot()
-            if check(snap):
-                return snap
-            if time.monotonic() > deadline:
-                raise PghaError(f"{what}: not reached after {timeout:g} s",
-                                hint=f"see `{pgha_command('status')}` and `{pgha_command('logs', 'NODE', 'patroni')}`")
-            time.sleep(0.5)
+        """Snapshots until ``check`` holds for one; that one. On timeout the last one is the reason."""
+        last: list[ClusterSnapshot] = []
+
+        def reached() -> tuple[bool, str]:
+            last[:] = [self.snapshot()]
+            return check(last[0]), last[0].describe()
+
+        poll.until(what, reached, timeout, interval=0.5,
+                   hint=f"see `{pgha_command('status')}` and `{pgha_command('logs', 'NODE', 'patroni')}`")
+        return last[0]
 
     @staticmethod
     def _expect(code: int, body: Any, what: str, ok: tuple[int, ...] = (200,)) -> None:
         if code not in ok:
             raise PghaError(f"{what} refused by Patroni (HTTP {code}): {str(body).strip()}")
-
-    def healthy(self, snap: ClusterSnapshot, leader: str | None = None) -> bool:
-        """A leader (the given one if any) and every other member streaming."""
-        if snap.leader is None or (leader and snap.leader.name != leader):
-            return False
-        want = len(self.spec.postgres_nodes) - 1
-        return sum(1 for m in snap.replicas if m.state == "streaming") == want
 
     # -- switchover / failover ------------------------------------------------------------------
     def check_candidate(self, snap: ClusterSnapshot, name: str) -> PatroniMember:
@@ -99,7 +100,7 @@ class Operations:
         if sync and cand.name not in sync:
             raise UsageError(f"{cand.name} is not the synchronous standby ({', '.join(sync)}): in synchronous "
                              "mode only it is guaranteed to have every acknowledged write")
-        max_lag = self.spec.dcs.maximum_lag_on_failover
+        max_lag = (snap.config or Dcs()).maximum_lag_on_failover  # the live value; Patroni's default unseen
         if cand.lag_mb is None or cand.lag_mb * 1048576 > max_lag:
             raise UsageError(f"{cand.name} lags {cand.lag_mb} MB, beyond maximum_lag_on_failover "
                              f"({max_lag} bytes): promoting it would lose data")
@@ -123,7 +124,7 @@ class Operations:
         if at:
             return f"switchover scheduled at {at}: {answer}"
         snap = self.wait("switchover", lambda s: s.leader is not None and s.leader.name != leader.name
-                         and (not candidate or s.leader.name == body["candidate"]) and self.healthy(s)
+                         and (not candidate or s.leader.name == body["candidate"]) and s.healthy()
                          and s.routes_to(s.leader.name), timeout)
         assert snap.leader is not None
         return (f"switchover done: {snap.leader.name} is the leader (HAProxy routes to it), "
@@ -163,7 +164,7 @@ class Operations:
             code, answer = self.api(self.spec.node(m.name)).call("POST", "/restart", body, timeout=timeout)
             self._expect(code, answer, f"restart of {m.name}")
             done.append(m.name)
-        self.wait("restart", self.healthy, timeout)
+        self.wait("restart", ClusterSnapshot.healthy, timeout)
         return f"restarted PostgreSQL on {', '.join(done)}" if done else "nothing to restart"
 
     def reload(self) -> str:
@@ -184,7 +185,7 @@ class Operations:
         self._expect(code, answer, f"reinit of {m.name}")
         # Patroni rebuilds in the background: "healthy" only counts once a new postmaster runs there
         # (the old one still streams for a moment after the call returns).
-        self.wait("reinit", lambda s: self._postmaster_start(api) not in (None, started) and self.healthy(s),
+        self.wait("reinit", lambda s: self._postmaster_start(api) not in (None, started) and s.healthy(),
                   timeout)
         return f"{m.name} rebuilt from the leader and streaming"
 
@@ -205,13 +206,17 @@ class Operations:
         return dict(body)
 
     def set_config(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change Patroni's dynamic configuration, refused first if the result breaks the spec's rules
+        for these keys (:class:`pgha.spec.Dcs`: one copy of them)."""
         merged = {**self.config(), **changes}
-        ttl, loop, retry = (int(merged.get(k, d)) for k, d in
-                            (("ttl", 30), ("loop_wait", 10), ("retry_timeout", 10)))
-        if ttl < 20:
-            raise UsageError(f"ttl {ttl} is below Patroni's floor of 20 (Patroni would silently use 20)")
-        if loop + 2 * retry > ttl:
-            raise UsageError(f"loop_wait + 2*retry_timeout = {loop + 2 * retry} exceeds ttl {ttl}")
+        try:
+            problems = Dcs.live(merged).problems()
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            problems = [(".".join(str(p) for p in first["loc"]), f"{first['msg']} (got {first['input']!r})")]
+        if problems:
+            key, problem = problems[0]
+            raise UsageError(f"{key or 'config'}: {problem}", hint=f"see `{pgha_command('config', 'show')}`")
         code, body = self.any_api().call("PATCH", "/config", changes)
         self._expect(code, body, "configuration change")
         return dict(body)

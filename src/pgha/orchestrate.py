@@ -12,14 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from pgha import etcd_auth
+from pgha import etcd_auth, poll
 from pgha.errors import StepFailed
 from pgha.plan import NodePlan, etcd_env_file
 from pgha.probe import Credentials
-from pgha.probe import etcd as etcd_probe
-from pgha.probe import haproxy as haproxy_probe
-from pgha.probe import patroni as patroni_probe
-from pgha.probe import pg as pg_probe
+from pgha.probe.cluster import Prober
+from pgha.probe.snapshot import ClusterSnapshot
 from pgha.render.etcd import ClusterState
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.base import Transport
@@ -64,11 +62,12 @@ class Orchestrator:
     """Bring-up, etcd state flip and reset sequences for one cluster."""
 
     def __init__(self, spec: ClusterSpec, transport: Transport, reporter: Reporter | None = None,
-                 creds: Credentials | None = None) -> None:
+                 creds: Credentials | None = None, prober: Prober | None = None) -> None:
         self.spec, self.transport = spec, transport
         self.reporter = reporter or Reporter()
         self.timings = Timings()
         self._creds = creds
+        self._prober = prober
         self._last_wakeup = 0.0
 
     @property
@@ -77,6 +76,13 @@ class Orchestrator:
         if self._creds is None:
             self._creds = Credentials.of(self.spec)
         return self._creds
+
+    @property
+    def prober(self) -> Prober:
+        """Made on first use, like the credentials it needs."""
+        if self._prober is None:
+            self._prober = Prober(self.spec, self.creds, self.transport)
+        return self._prober
 
     # -- step machinery -----------------------------------------------------------------------
     @contextmanager
@@ -95,20 +101,12 @@ class Orchestrator:
     def wait(self, step: str, check: Callable[[], tuple[bool, str]], timeout: float,
              component: str, nodes: tuple[Node, ...] = (), interval: float = 0.25) -> str:
         """Poll ``check`` until it says ok; on timeout fail with logs and the likely cause."""
-        deadline = time.monotonic() + timeout
-        detail = "no answer yet"
-        while True:
-            try:
-                ok, detail = check()
-            except Exception as exc:  # a probe error is a 'not yet', reported if it lasts
-                ok, detail = False, f"{type(exc).__name__}: {exc}"
-            if ok:
-                return detail
-            self.reporter.update(step, detail)
-            if time.monotonic() > deadline:
-                raise StepFailed(step, f"not reached after {timeout:g} s: {detail}",
-                                 hint=LIKELY_CAUSE.get(component), logs=self._logs(component, nodes))
-            time.sleep(interval)
+        try:
+            return poll.until(step, check, timeout, interval=interval,
+                              progress=lambda seen: self.reporter.update(step, seen))
+        except poll.TimedOut as exc:
+            raise StepFailed(step, f"not reached after {timeout:g} s: {exc.reason}",
+                             hint=LIKELY_CAUSE.get(component), logs=self._logs(component, nodes)) from None
 
     def _logs(self, service: str, nodes: tuple[Node, ...]) -> str:
         parts = []
@@ -117,53 +115,41 @@ class Orchestrator:
             parts.append(f"--- {node.name} {service} (last lines) ---\n{text or '(empty)'}")
         return "\n".join(parts)
 
-    # -- checks -------------------------------------------------------------------------------
+    # -- checks: named predicates of one snapshot, with what was seen --------------------------------
     def etcd_healthy(self) -> tuple[bool, str]:
-        ms = etcd_probe.members(self.spec, self.creds, timeout=1.0)
-        bad = [m.name for m in ms if not m.healthy]
-        return not bad, f"{len(ms) - len(bad)}/{len(ms)} etcd members healthy" + (
+        snap = self.prober.snapshot()
+        bad = [m.name for m in snap.etcd if not m.healthy]
+        return snap.etcd_healthy, f"{len(snap.etcd) - len(bad)}/{len(snap.etcd)} etcd members healthy" + (
             f" (waiting for {', '.join(bad)})" if bad else "")
 
-    def patroni_members(self) -> list[patroni_probe.PatroniMember]:
-        body, err = patroni_probe.cluster(self.spec, self.creds)
-        if body is None:
-            raise RuntimeError(err or "no Patroni REST API answers")
-        return patroni_probe.parse_members(self.spec, body)
-
     def leader_is(self, node: Node) -> tuple[bool, str]:
-        ms = self.patroni_members()
-        leader = next((m for m in ms if m.is_leader and m.is_running), None)
-        if leader is None:
-            return False, "no leader yet: " + ", ".join(f"{m.name}={m.role}/{m.state}" for m in ms)
-        return leader.name == node.member_name, f"leader {leader.name}"
+        snap = self.prober.snapshot()
+        return snap.leads(node.member_name), snap.describe()
 
-    def replicas_streaming(self, want: int) -> tuple[bool, str]:
+    def replicas_streaming(self) -> tuple[bool, str]:
+        """Every replica streaming with lag 0; the HA loops woken at most once a second meanwhile."""
         now = time.monotonic()
         if now - self._last_wakeup > 1.0:
             self._last_wakeup = now
-            patroni_probe.wake_up(self.spec, self.spec.postgres_nodes, self.creds)
-        ms = self.patroni_members()
-        streaming = [m for m in ms if not m.is_leader and m.state == "streaming" and m.lag_mb == 0]
-        return len(streaming) >= want, f"{len(streaming)}/{want} replicas streaming with lag 0 " + \
-            "(" + ", ".join(f"{m.name}={m.role}/{m.state}" for m in ms) + ")"
+            self.prober.wake_up()
+        snap = self.prober.snapshot()
+        return snap.healthy(caught_up=True), snap.describe()
 
-    def haproxy_routes_to_leader(self) -> tuple[bool, str]:
-        views = [haproxy_probe.view(self.spec, n, timeout=1.0) for n in self.spec.haproxy_nodes]
-        ups = {v.node: v.up("postgres_primary") for v in views}
-        ok = all(v.reachable and len(ups[v.node]) == 1 for v in views)
-        return ok, "; ".join(f"{n}: primary backend UP={u}" for n, u in ups.items())
-
-    def vip_holders(self) -> list[str]:
-        return [n.name for n in self.spec.haproxy_nodes
-                if self.transport.holds_address(n, str(self.spec.vip.address), self.spec.vip.interface)]
+    def routes_to_leader(self) -> tuple[bool, str]:
+        snap = self.prober.snapshot()
+        return snap.routes_to_leader, snap.describe()
 
     def vip_answers(self) -> tuple[bool, str]:
-        holders = self.vip_holders()
-        if len(holders) != 1:
-            return False, f"VIP held by {holders or 'nobody'}"
-        rows = pg_probe.query(str(self.spec.vip.address), self.spec.ports.postgresql, self.creds,
-                              "select pg_is_in_recovery()", connect_timeout=2)
-        return rows == [(False,)], f"VIP on {holders[0]}, primary answers through it"
+        """One holder, the VIP accepts connections, and SQL through it reaches the primary."""
+        snap = self.prober.snapshot()
+        if not snap.vip_answers or snap.vip_holders is None:
+            return False, snap.describe()
+        return self.primary_through_vip(snap)
+
+    def primary_through_vip(self, snap: ClusterSnapshot) -> tuple[bool, str]:
+        addr, in_recovery = self.prober.through_vip()
+        return not in_recovery, f"VIP on {', '.join(snap.vip_holders or ())}, {addr} answers through it " + (
+            "as a standby" if in_recovery else "as the primary")
 
     # -- sequences ----------------------------------------------------------------------------
     def apply_plans(self, plans: list[NodePlan]) -> None:
@@ -200,7 +186,7 @@ class Orchestrator:
             with self.step(name):
                 for node in others:
                     self.transport.start(node, "patroni")
-                self.wait(name, lambda: self.replicas_streaming(len(others)), 120, "patroni", tuple(others))
+                self.wait(name, self.replicas_streaming, 120, "patroni", tuple(others))
 
     def set_etcd_state(self, state: ClusterState, plans: list[NodePlan], restart: bool = True) -> None:
         """Rewrite etcd.env on each member (paths from its plan); restart them one at a time, keeping quorum."""
@@ -220,7 +206,7 @@ class Orchestrator:
         with self.step("HAProxy on the haproxy nodes"):
             for node in ha:
                 self.transport.start(node, "haproxy")
-            self.wait("HAProxy on the haproxy nodes", self.haproxy_routes_to_leader, 30, "haproxy", ha)
+            self.wait("HAProxy on the haproxy nodes", self.routes_to_leader, 30, "haproxy", ha)
         with self.step("keepalived, wait for the VIP"):
             for node in ha:
                 self.transport.start(node, "keepalived")
@@ -261,6 +247,6 @@ class Orchestrator:
         self.set_etcd_state("existing", plans)
         name = "HAProxy routes to the new leader, the VIP answers"
         with self.step(name):  # HAProxy and keepalived kept running: their checks find the new primary
-            self.wait(name, self.haproxy_routes_to_leader, 30, "haproxy", self.spec.haproxy_nodes)
+            self.wait(name, self.routes_to_leader, 30, "haproxy", self.spec.haproxy_nodes)
             self.wait(name, self.vip_answers, 30, "keepalived", self.spec.haproxy_nodes)
         return self.timings

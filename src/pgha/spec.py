@@ -183,6 +183,26 @@ class Dcs(Frozen):
     synchronous_mode_strict: bool = False
     failsafe_mode: bool = False
 
+    @classmethod
+    def live(cls, config: dict[str, Any]) -> Dcs:
+        """These keys of Patroni's dynamic configuration (``GET /config``); Patroni's defaults, which are
+        these fields' defaults, for the keys it does not show."""
+        return cls.model_validate({k: v for k, v in config.items() if k in cls.model_fields})
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Patroni's rules across these fields, each (key, problem); the key is "" for a rule of several."""
+        out = []
+        if self.ttl < 20:
+            out.append(("ttl", f"{self.ttl} is below Patroni's floor of 20 (Patroni would silently use 20)"))
+        if self.retry_timeout < 3:
+            out.append(("retry_timeout", f"{self.retry_timeout} is below Patroni's floor of 3"))
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            out.append(("", f"loop_wait + 2*retry_timeout = {self.loop_wait + 2 * self.retry_timeout} "
+                            f"exceeds ttl {self.ttl}: a healthy leader could lose its lease"))
+        if self.synchronous_mode_strict and not self.synchronous_mode:
+            out.append(("synchronous_mode_strict", "needs synchronous_mode: true"))
+        return out
+
 
 class HaproxyTimings(Frozen):
     """HAProxy health checks of Patroni's REST API and connection timeouts (milliseconds)."""
@@ -551,16 +571,7 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
                                "VRRP needs one clear preferred holder"))
             prios[p] = i
 
-    dcs = spec.dcs
-    if dcs.ttl < 20:
-        errors.append(("dcs.ttl", f"{dcs.ttl} is below Patroni's floor of 20 (Patroni would silently use 20)"))
-    if dcs.retry_timeout < 3:
-        errors.append(("dcs.retry_timeout", f"{dcs.retry_timeout} is below Patroni's floor of 3"))
-    if dcs.loop_wait + 2 * dcs.retry_timeout > dcs.ttl:
-        errors.append(("dcs", f"loop_wait + 2*retry_timeout = {dcs.loop_wait + 2 * dcs.retry_timeout} "
-                              f"exceeds ttl {dcs.ttl}: a healthy leader could lose its lease"))
-    if dcs.synchronous_mode_strict and not dcs.synchronous_mode:
-        errors.append(("dcs.synchronous_mode_strict", "needs synchronous_mode: true"))
+    errors += [(f"dcs.{key}" if key else "dcs", problem) for key, problem in spec.dcs.problems()]
 
     ports = spec.ports.model_dump()
     seen_ports: dict[int, str] = {}

@@ -20,8 +20,8 @@ from pgha.lab.control import Lab
 from pgha.layout import NodeLayout, StateLayout
 from pgha.pki import cert_paths
 from pgha.probe import Credentials
+from pgha.probe.cluster import Prober
 from pgha.probe.etcd import prefix
-from pgha.snapshot import take
 
 pytestmark = pytest.mark.lab
 
@@ -119,7 +119,7 @@ def test_the_probe_identity_reads_but_cannot_write_or_delete(lab: Lab) -> None:
     key = prefix(lab.spec)
     probe = f"pgha-probe:{Credentials.of(lab.spec).secrets.etcd_probe_password}"
     code, out = etcdctl(lab, *pki(lab, "probe"), "get", f"{key}leader", "--print-value-only", login=probe)
-    assert code == 0 and out == take(lab.spec, Credentials.of(lab.spec)).leader.name  # type: ignore[union-attr]
+    assert code == 0 and out == Prober(lab.spec, Credentials.of(lab.spec)).snapshot().leader.name  # type: ignore[union-attr]
     for args in (("put", f"{key}config", '{"ttl": 5}'), ("del", f"{key}leader"), ("del", "--prefix", "/service/")):
         assert refused(*etcdctl(lab, *pki(lab, "probe"), *args, login=probe)), args
         assert refused(*etcdctl(lab, *pki(lab, "probe"), *args)), args  # the certificate alone

@@ -14,7 +14,8 @@ import tests.conftest as c
 from pgha.cli import main
 from pgha.lab.control import Lab
 from pgha.probe import Credentials, pg
-from pgha.snapshot import take
+from pgha.probe import cluster as cluster_probe
+from pgha.probe.cluster import Prober
 from pgha.verify import verify
 
 pytestmark = pytest.mark.lab
@@ -35,19 +36,18 @@ def wait_until(predicate, timeout: float, interval: float = 0.2):  # type: ignor
 
 
 def vip_holders(lab: Lab) -> list[str]:
-    spec = lab.spec
-    return [n.name for n in spec.haproxy_nodes if lab.network.holds_address(n, str(spec.vip.address))]
+    return list(cluster_probe.vip_holders(lab.spec, lab.transport) or ())
 
 
 def test_verify_all_pass(lab: Lab) -> None:
     report = verify(lab.spec, Credentials.of(lab.spec), lab.transport)
-    failed = [(c.name, c.seen) for c in report.checks if not c.passed]
+    failed = [(check.name, check.seen) for check in report.checks if not check.passed]
     assert failed == []
     assert len(report.checks) == 10
 
 
 def test_topology_is_the_seeds(lab: Lab) -> None:
-    snap = take(lab.spec, Credentials.of(lab.spec), lab.transport)
+    snap = Prober(lab.spec, Credentials.of(lab.spec), lab.transport).snapshot()
     assert snap.leader is not None and snap.leader.name == "postgresql-01"
     assert sorted(m.name for m in snap.replicas) == ["postgresql-02", "postgresql-03"]
     assert all(m.healthy for m in snap.etcd) and snap.etcd_leader is not None
@@ -142,7 +142,7 @@ def test_isolate_and_heal_a_replica(lab: Lab) -> None:
     creds = Credentials.of(lab.spec)
     wait_until(lambda: pg.query(str(node.address), lab.spec.ports.postgresql, creds, "select 1") == [(1,)], 20)
     # Leave the cluster whole for the next tests: etcd member back and the replica streaming again.
-    wait_until(lambda: (s := take(lab.spec, creds)) and all(m.healthy for m in s.etcd)
+    wait_until(lambda: (s := Prober(lab.spec, creds).snapshot()) and all(m.healthy for m in s.etcd)
                and all(m.state == "streaming" for m in s.replicas) and len(s.replicas) == 2, 60)
 
 
@@ -154,7 +154,7 @@ def test_crash_is_a_power_cut_until_lab_start(lab: Lab, lab_spec_file: str,
     from pgha.ops import Operations
 
     creds = Credentials.of(lab.spec)
-    old = lab.spec.node(take(lab.spec, creds).leader.name)  # type: ignore[union-attr]
+    old = lab.spec.node(Prober(lab.spec, creds).snapshot().leader.name)  # type: ignore[union-attr]
     assert main(["lab", "crash", old.name, "--spec", lab_spec_file]) == 0
     try:  # whatever fails, the node is started again: the tests that follow need it
         said = " ".join(capsys.readouterr().err.split())
@@ -162,7 +162,7 @@ def test_crash_is_a_power_cut_until_lab_start(lab: Lab, lab_spec_file: str,
         # The hint is a command to copy: it names the spec file this call used.
         assert "etcd (pid" in said
         assert said.endswith(f"held down until `pgha lab start {old.name} --spec {lab_spec_file}`")
-        new = wait_until(lambda: (s := take(lab.spec, creds)).leader and s.leader.name != old.member_name
+        new = wait_until(lambda: (s := Prober(lab.spec, creds).snapshot()).leader and s.leader.name != old.member_name
                          and s.leader.name, lab.spec.dcs.ttl + 30)
         # Long after the kill (a ttl): nothing of the node came back by itself.
         assert [lab.transport.service_state(old, s).running for s in ("etcd", "patroni")] == [False, False]
@@ -170,7 +170,7 @@ def test_crash_is_a_power_cut_until_lab_start(lab: Lab, lab_spec_file: str,
     finally:
         assert main(["lab", "start", old.name, "--spec", lab_spec_file]) == 0
     assert " ".join(capsys.readouterr().err.split()) == f"started etcd, patroni on {old.name}"
-    snap = wait_until(lambda: (s := take(lab.spec, creds)).leader and s.leader.name == new
+    snap = wait_until(lambda: (s := Prober(lab.spec, creds).snapshot()).leader and s.leader.name == new
                       and any(m.name == old.member_name and m.state == "streaming" for m in s.replicas)
                       and all(m.healthy for m in s.etcd) and s, 60)
     assert len(snap.replicas) == 2

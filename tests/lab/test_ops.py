@@ -15,6 +15,7 @@ from pgha.errors import UsageError
 from pgha.lab.control import Lab
 from pgha.ops import Operations
 from pgha.probe import Credentials
+from pgha.probe.snapshot import ClusterSnapshot
 
 pytestmark = pytest.mark.lab
 
@@ -84,7 +85,7 @@ def test_config_set_and_refusal(ops: Operations) -> None:
     try:
         shown = ops.config()
         assert (shown["ttl"], shown["loop_wait"], shown["retry_timeout"]) == (20, 2, 4)
-        with pytest.raises(UsageError, match="ttl 10 is below Patroni's floor of 20"):
+        with pytest.raises(UsageError, match="ttl: 10 is below Patroni's floor of 20"):
             ops.set_config({"ttl": 10})
         with pytest.raises(UsageError, match="exceeds ttl 20"):
             ops.set_config({"retry_timeout": 10})
@@ -112,13 +113,13 @@ def test_restart_one_node_restarts_its_postmaster_only(lab: Lab, ops: Operations
              for n in lab.spec.postgres_nodes}
     assert after["postgres-02"] > before["postgres-02"]
     assert after["postgres-01"] == before["postgres-01"] and after["postgres-03"] == before["postgres-03"]
-    assert ops.healthy(ops.snapshot(), "postgresql-01")
+    assert ops.snapshot().healthy("postgresql-01")
 
 
 def test_failover_to_a_candidate_then_back(ops: Operations) -> None:
     tl = ops.snapshot().leader.timeline  # type: ignore[union-attr]
     assert "postgresql-03 is the leader" in ops.failover("postgres-03")
-    snap = ops.wait("old leader streaming", ops.healthy, 90)
+    snap = ops.wait("old leader streaming", ClusterSnapshot.healthy, 90)
     assert snap.leader is not None and snap.leader.name == "postgresql-03" and snap.leader.timeline == tl + 1
     assert snap.routes_to("postgresql-03")  # HAProxy follows before failover returns
     ops.switchover("postgres-01")
@@ -161,7 +162,7 @@ def test_patronictl_list_and_switchover(lab: Lab, lab_spec_file: str) -> None:
     assert out.returncode == 0, out.stderr + out.stdout
     assert "Successfully switched over" in out.stdout
     ops = Operations(lab.spec, Credentials.of(lab.spec), lab.transport)
-    ops.wait("old leader back", ops.healthy, 60)
+    ops.wait("old leader back", ClusterSnapshot.healthy, 60)
     ops.switchover("postgres-01")
     assert ops.snapshot().leader.name == "postgresql-01"  # type: ignore[union-attr]
 
@@ -186,7 +187,7 @@ def test_paused_cluster_does_not_fail_over_then_does_after_resume(lab: Lab, ops:
         assert snap.leader is not None
     finally:
         lab.start(leader.name, "patroni")
-    ops.wait("old leader back as a streaming replica", ops.healthy, 90)
+    ops.wait("old leader back as a streaming replica", ClusterSnapshot.healthy, 90)
     ops.switchover("postgres-01")
     ops.set_config({"ttl": 30, "loop_wait": 10, "retry_timeout": 10})
 
@@ -210,7 +211,7 @@ def test_reset_force_rebuilds_a_working_cluster(lab: Lab, ops: Operations) -> No
     pg.query(vip, port, creds, "create table if not exists before_reset (x int)")
     msg = ops.reset(lab.target.plans(), force=True)
     assert "rebuilt" in msg
-    snap = ops.wait("healthy after reset", ops.healthy, 60)
+    snap = ops.wait("healthy after reset", ClusterSnapshot.healthy, 60)
     assert snap.leader is not None and snap.leader.name == "postgresql-01" and snap.leader.timeline == 1
     rows = pg.query(vip, port, creds, "select count(*) from pg_tables where tablename = 'before_reset'")
     assert rows == [(0,)]
@@ -228,3 +229,23 @@ def test_logs_of_a_node(lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixt
     assert len(out.splitlines()) > 4
     assert main(["logs", "--spec", lab_spec_file, "postgres-01", "haproxy"]) == 2
     assert "postgres-01 runs no haproxy" in capsys.readouterr().err
+
+
+def test_waking_the_ha_loops_keeps_a_changed_loop_wait(lab: Lab, ops: Operations) -> None:
+    """`config set loop_wait=3`, then what wakes Patroni's loops (the bring-up's and deploy's wait for
+    streaming replicas) and a drill's preparation: loop_wait is still 3, and the drill reads it live."""
+    from pgha.drill.runner import DrillRunner
+    from pgha.orchestrate import Orchestrator
+
+    ops.set_config({"loop_wait": 3})
+    try:
+        orch = Orchestrator(lab.spec, lab.transport, creds=ops.creds)
+        orch.wait("streaming replicas", orch.replicas_streaming, 60, "patroni")  # wakes the loops first
+        orch.prober.wake_up()
+        live = ops.snapshot().config
+        assert live is not None and live.loop_wait == 3
+        runner = DrillRunner(lab.target, ops.creds, ops=ops)
+        runner.prepare(sync=False)
+        assert runner.live.loop_wait == 3 and ops.config()["loop_wait"] == 3
+    finally:
+        ops.set_config({"loop_wait": 10})

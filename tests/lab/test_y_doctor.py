@@ -16,11 +16,12 @@ from pgha import pki
 from pgha.cli import main
 from pgha.doctor import Finding, diagnose
 from pgha.lab.control import Lab
+from pgha.lab.freeze import frozen
 from pgha.layout import NodeLayout
 from pgha.plan import FileEntry
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
-from pgha.snapshot import take
+from pgha.probe.cluster import Prober
 from pgha.spec import Node
 
 pytestmark = pytest.mark.lab
@@ -60,7 +61,7 @@ def restored(lab: Lab, timeout: float = 120) -> Iterator[None]:
 
 
 def roles(lab: Lab) -> tuple[Node, list[Node]]:
-    snap = take(lab.spec, Credentials.of(lab.spec), lab.transport)
+    snap = Prober(lab.spec, Credentials.of(lab.spec), lab.transport).snapshot()
     assert snap.leader is not None
     leader = lab.spec.node(snap.leader.name)
     return leader, [n for n in lab.spec.postgres_nodes if n != leader]
@@ -207,7 +208,7 @@ def test_superuser_password_changed_in_database(lab: Lab) -> None:
 
 
 def test_keepalived_sigkill_and_a_stale_vip(lab: Lab) -> None:
-    snap = take(lab.spec, Credentials.of(lab.spec), lab.transport)
+    snap = Prober(lab.spec, Credentials.of(lab.spec), lab.transport).snapshot()
     assert snap.vip_holders and len(snap.vip_holders) == 1
     holder = lab.spec.node(snap.vip_holders[0])
     vip = f"{lab.spec.vip.address}/{lab.spec.vip.prefix}"
@@ -220,7 +221,7 @@ def test_keepalived_sigkill_and_a_stale_vip(lab: Lab) -> None:
             assert holder.name in f.problem and f.fix == f"pgha lab start {holder.name} keepalived"
         finally:
             lab.start(holder.name, "keepalived")
-    holders = take(lab.spec, Credentials.of(lab.spec), lab.transport).vip_holders or ()
+    holders = Prober(lab.spec, Credentials.of(lab.spec), lab.transport).snapshot().vip_holders or ()
     stale = next(n for n in lab.spec.haproxy_nodes if n.name not in holders)
     with restored(lab):
         try:
@@ -255,7 +256,7 @@ def test_postgresql_left_without_patroni(lab: Lab) -> None:
 
 
 def test_haproxy_checking_with_the_wrong_ca_routes_nowhere(lab: Lab) -> None:
-    snap = take(lab.spec, Credentials.of(lab.spec), lab.transport)
+    snap = Prober(lab.spec, Credentials.of(lab.spec), lab.transport).snapshot()
     node = next(n for n in lab.spec.haproxy_nodes if n.name not in (snap.vip_holders or ()))
     ca = layout(lab, node).haproxy_ca
     original = lab.transport.read_file(node, ca)
@@ -440,3 +441,34 @@ def test_vip_not_answering_when_keepalived_is_down_everywhere(lab: Lab) -> None:
         finally:
             for n in nodes:
                 lab.start(n.name, "keepalived")
+
+
+def test_a_hung_node_does_not_hang_status_verify_or_doctor(lab: Lab, lab_spec_file: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A replica frozen (SIGSTOP of Patroni and the postmaster's tree): its ports still accept TCP, nothing
+    answers. Each command answers within 3 s all the same and names the node."""
+    _, (_, node) = roles(lab)
+    before = Prober(lab.spec, Credentials.of(lab.spec), lab.transport).snapshot()
+    # In synchronous mode with this node the synchronous standby, no commit returns while it is frozen.
+    holds_commits = bool(before.config and before.config.synchronous_mode) and node.member_name in before.sync_standbys
+    took: dict[str, float] = {}
+    out: dict[str, tuple[int, dict]] = {}  # type: ignore[type-arg]
+    with restored(lab), frozen(lab, node.name):
+        time.sleep(0.5)
+        for command in ("status", "verify", "doctor"):
+            t0 = time.monotonic()
+            code = main([command, "--spec", lab_spec_file, "--format", "json"])
+            took[command] = time.monotonic() - t0
+            out[command] = code, json.loads(capsys.readouterr().out)
+    assert all(t < 3.0 for t in took.values()), took
+    code, status = out["status"]
+    assert code == 0 and [u["node"] for u in status["unanswered"]] == [node.name]
+    assert "Patroni REST API" in status["unanswered"][0]["what"]
+    code, report = out["verify"]
+    failed = {c["name"]: c["seen"] for c in report["checks"] if not c["passed"]}
+    assert code == 3 and f"{node.name}: Patroni REST API" in failed["2. Patroni members"]
+    read_back = failed["6. row written via VIP is read on each replica"]
+    assert (read_back.startswith("the write through the VIP: no answer within") if holds_commits else
+            f"{node.name}: no answer within" in read_back), read_back
+    code, diagnosis = out["doctor"]
+    assert code == 3 and [(f["code"], f["node"]) for f in diagnosis["findings"]] == [("node.hangs", node.name)]

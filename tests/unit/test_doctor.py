@@ -12,7 +12,7 @@ from pgha.doctor.model import CertFact, Evidence, FileFact, Finding, NodeFacts, 
 from pgha.probe.etcd import EtcdMember
 from pgha.probe.haproxy import BackendServer, HaproxyView
 from pgha.probe.patroni import PatroniMember
-from pgha.snapshot import ClusterSnapshot
+from pgha.probe.snapshot import ClusterSnapshot
 from pgha.transport.base import FileStat, ProcessInfo, ServiceState
 
 SPEC = spec_mod.parse(spec_mod.default_data(lab=True, name="unit", subnet="10.9.0.0/24"))
@@ -37,7 +37,7 @@ def snapshot(**kw: Any) -> ClusterSnapshot:
         haproxy=tuple(HaproxyView(n.name, True, tuple(
             BackendServer("postgres_primary", m.member_name, "UP" if i == 0 else "DOWN") for i, m in enumerate(PG)))
             for n in HA),
-        vip_address=str(SPEC.vip.address), vip_holders=(HA[0].name,))
+        vip_address=str(SPEC.vip.address), vip_holders=(HA[0].name,), config=SPEC.dcs)
     base.update(kw)
     return ClusterSnapshot(**base)
 
@@ -75,7 +75,7 @@ def evidence(*, snap: ClusterSnapshot | None = None, pg: dict[int, dict[str, Any
     pg, ha = pg or {}, ha or {}
     nodes = tuple(ha_facts(i, **ha.get(i, {})) for i in range(3)) + tuple(pg_facts(i, **pg.get(i, {}))
                                                                          for i in range(3))
-    return Evidence(SPEC, snap or snapshot(), nodes, kw.pop("vip_tcp_error", None), "pw", NOW,
+    return Evidence(SPEC, snap or snapshot(), nodes, "pw", NOW,
                     command=lambda n, s, a: f"pgha lab {a} {n} {s}", **kw)
 
 
@@ -247,7 +247,7 @@ def test_superuser_password_config_drift() -> None:
 
 
 def test_vip_down_because_keepalived_is_dead_everywhere() -> None:
-    ev = evidence(snap=snapshot(vip_holders=()), vip_tcp_error="ConnectionRefusedError",
+    ev = evidence(snap=snapshot(vip_holders=(), vip_error="ConnectionRefusedError"),
                   ha={i: {"services": running(HA[i].name, "haproxy", "keepalived", down="keepalived")}
                       for i in range(3)})
     found = proxy.vip(ev)

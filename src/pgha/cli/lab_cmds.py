@@ -121,8 +121,9 @@ def lab_status(spec_path: str | None, fmt: str) -> None:
     the_lab = _lab(spec_path)
     rows = the_lab.processes()
     spec = the_lab.spec
-    holders = [n.name for n in spec.haproxy_nodes
-               if the_lab.network.holds_address(n, str(spec.vip.address))]
+    from pgha.probe.cluster import vip_holders
+
+    holders = list(vip_holders(spec, the_lab.transport) or ())
     isolated = [n.name for n in spec.nodes if the_lab.network.is_isolated(n)]
     data = {"cluster": spec.name, "processes": [r.__dict__ for r in rows],
             "vip": {"address": str(spec.vip.address), "holders": holders}, "isolated": isolated}

@@ -27,7 +27,7 @@ from pgha.errors import MissingPrerequisite, UsageError
 
 if TYPE_CHECKING:
     from pgha.ops import Operations
-    from pgha.snapshot import ClusterSnapshot
+    from pgha.probe.snapshot import ClusterSnapshot
     from pgha.spec import ClusterSpec
 
 
@@ -55,6 +55,7 @@ def status_data(spec: ClusterSpec, snap: ClusterSnapshot) -> dict[str, Any]:
                                   for s in h.servers]} for h in snap.haproxy],
         "vip": {"address": snap.vip_address,
                 "holders": list(snap.vip_holders) if snap.vip_holders is not None else None},
+        "unanswered": [{"node": node, "what": what} for node, what in snap.unanswered],
     }
 
 
@@ -72,7 +73,8 @@ def _status_pretty(spec: ClusterSpec, snap: ClusterSnapshot) -> Any:
                [(h.node, ", ".join(h.up("postgres_primary")) if h.reachable else f"[red]unreachable[/] {h.error}",
                  ", ".join(h.up("postgres_replicas"))) for h in snap.haproxy])
     holders = "not inspected" if snap.vip_holders is None else (", ".join(snap.vip_holders) or "[red]nobody[/]")
-    return Group(members, etcd, ha, f"VIP {snap.vip_address}: held by {holders}")
+    silent = [f"[red]no answer:[/] {node}: {what}" for node, what in snap.unanswered]
+    return Group(members, etcd, ha, f"VIP {snap.vip_address}: held by {holders}", *silent)
 
 
 @cli.command("logs")

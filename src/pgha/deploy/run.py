@@ -34,6 +34,7 @@ from pgha.errors import UsageError, pgha_command
 from pgha.orchestrate import Orchestrator, Reporter
 from pgha.plan import NodePlan, uses_pgdg_source
 from pgha.probe import Credentials
+from pgha.probe.cluster import Prober
 from pgha.render.etcd import ClusterState
 from pgha.spec import ClusterSpec, Node
 from pgha.target import ServerTarget
@@ -144,7 +145,8 @@ class Deployer:
     """One `pgha deploy` run."""
 
     def __init__(self, target: ServerTarget, reporter: Reporter | None = None,
-                 limit: tuple[str, ...] = (), port_check: bool = True) -> None:
+                 limit: tuple[str, ...] = (), port_check: bool = True,
+                 prober: Prober | None = None) -> None:
         spec = target.spec
         if spec.deploy is None:
             raise UsageError("the spec has no `deploy:` section: it describes the lab, not servers",
@@ -152,7 +154,7 @@ class Deployer:
         self.spec, self.target, self.t = spec, target, target.transport
         self.reporter = reporter or Reporter()
         self.selected = tuple(spec.node(n) for n in limit) if limit else spec.nodes
-        self.orch = Orchestrator(spec, self.t, self.reporter)
+        self.orch = Orchestrator(spec, self.t, self.reporter, prober=prober)
         self.port_check = port_check
 
     # -- facts and plan ------------------------------------------------------------------------
@@ -336,7 +338,7 @@ class Deployer:
             with o.step(name):
                 for n in starting:
                     self.t.start(n, "patroni")
-                o.wait(name, lambda: o.replicas_streaming(len(self.spec.postgres_nodes) - 1), 120, "patroni",
+                o.wait(name, o.replicas_streaming, 120, "patroni",
                        tuple(starting))
         if pg:
             # After Patroni's reload: a cluster deployed before etcd auth gets Patroni's password first.
@@ -350,7 +352,7 @@ class Deployer:
                         with o.step(f"reload {service} on {node.name}"):
                             self.t.reload(node, service)
         self._start_down([n for n in ha if "haproxy" in down[n.name]], "haproxy", "HAProxy routes",
-                         o.haproxy_routes_to_leader, 30)
+                         o.routes_to_leader, 30)
         self._start_down([n for n in ha if "keepalived" in down[n.name]], "keepalived", "the VIP answers",
                          o.vip_answers, 30)
 

@@ -12,6 +12,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -25,16 +26,20 @@ from pgha.layout import NodeLayout
 from pgha.pki import issued_by, san_strings
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
+from pgha.probe.bounded import NoAnswer, launch
+from pgha.probe.cluster import Prober
 from pgha.probe.patroni import PatroniApi
 from pgha.render.etcd import parse_env
-from pgha.snapshot import take
 from pgha.spec import ClusterSpec, Node
 from pgha.target import Target
 from pgha.topology import port_matrix, services_of
 from pgha.transport.base import Transport
 
 LOG_LINES = {"patroni": 300, "etcd": 100, "haproxy": 60, "keepalived": 60}
-CONNECT_TIMEOUT = 2
+CONNECT_TIMEOUT = 1
+"""Seconds for one connect or request to a node's daemon."""
+NETWORK_TIMEOUT = CONNECT_TIMEOUT + 0.5
+"""Seconds all of one node's network probes may take together (they run at once)."""
 
 
 def _short(exc: BaseException) -> str:
@@ -185,9 +190,28 @@ def superuser_password(config: dict[str, Any] | None) -> str | None:
         return None
 
 
+def _patroni_api(spec: ClusterSpec, node: Node, creds: Credentials) -> tuple[dict[str, Any] | None, str | None]:
+    """Patroni's own view of its node (GET /patroni), or why there is none."""
+    try:
+        code, body = PatroniApi(spec, node, creds, timeout=CONNECT_TIMEOUT).get("/patroni")
+    except httpx.HTTPError as exc:
+        return None, _short(exc)
+    return (body, None) if isinstance(body, dict) else (None, f"HTTP {code}")
+
+
 def node_facts(target: Target, node: Node, creds: Credentials, cluster_ca: bytes | None) -> NodeFacts:
+    """One node's facts. What goes over the network to the node's daemons (ports, clock, Patroni's REST
+    API, PostgreSQL) runs at once, beside the reads of its files and logs, bounded together: a node
+    that hangs costs :data:`NETWORK_TIMEOUT`, not a timeout per probe."""
     spec, transport = target.spec, target.transport
     layout = target.layout(node)
+    config = _yaml(transport.read_file(node, layout.patroni_config)) if node.is_postgres else None
+    network: dict[str, Any] = {"ports": partial(node_ports, transport, spec, node),
+                               "clock": partial(_clock, transport, node)}
+    if node.is_postgres:
+        network |= {"api": partial(_patroni_api, spec, node, creds),
+                    "pg": partial(_pg, spec, node, creds, superuser_password(config))}
+    launched = launch(network)
     services = services_of(node)
     states = []
     for s in services:
@@ -198,44 +222,34 @@ def node_facts(target: Target, node: Node, creds: Credentials, cluster_ca: bytes
         files = _files(target, node, layout)
     except (OSError, KeyError, ValueError, PghaError):
         files = ()  # pgha's own PKI is unreadable here: the TLS diagnoses have nothing to compare
-    offset, uncertainty = _clock(transport, node)
-    facts = NodeFacts(node, tuple(states), tuple(transport.processes(node)), files,
-                      _certs(files, layout, cluster_ca), logs, clock_offset=offset,
-                      clock_uncertainty=uncertainty, ports=node_ports(transport, spec, node))
+    processes = tuple(transport.processes(node))
+    if node.is_postgres:
+        env_raw = transport.read_file(node, layout.etcd_env)
+        hba = transport.read_file(node, f"{layout.pg_data}/pg_hba.conf")
+        etcd_ca_path = etcd3_section(config).get("cacert")
+        etcd_ca = transport.read_file(node, str(etcd_ca_path)) if etcd_ca_path else None
+        has_data = transport.file_stat(node, f"{layout.etcd_data}/member") is not None
+    seen = launched.results(NETWORK_TIMEOUT)
+    ports, clock = seen["ports"], seen["clock"]
+    offset, uncertainty = clock if not isinstance(clock, NoAnswer) else (None, 0.0)
+    facts = NodeFacts(node, tuple(states), processes, files, _certs(files, layout, cluster_ca), logs,
+                      clock_offset=offset, clock_uncertainty=uncertainty,
+                      ports=() if isinstance(ports, NoAnswer) else ports)
     if not node.is_postgres:
         return facts
-    env_raw = transport.read_file(node, layout.etcd_env)
-    config = _yaml(transport.read_file(node, layout.patroni_config))
-    hba = transport.read_file(node, f"{layout.pg_data}/pg_hba.conf")
-    api: dict[str, Any] | None = None
-    api_error = None
-    try:
-        code, body = PatroniApi(spec, node, creds, timeout=CONNECT_TIMEOUT).get("/patroni")
-        api = body if isinstance(body, dict) else None
-        api_error = None if api is not None else f"HTTP {code}"
-    except httpx.HTTPError as exc:
-        api_error = _short(exc)
-    etcd_ca_path = etcd3_section(config).get("cacert")
-    etcd_ca = transport.read_file(node, str(etcd_ca_path)) if etcd_ca_path else None
+    api, api_error = seen["api"] if not isinstance(seen["api"], NoAnswer) else (None, seen["api"].reason)
+    pg = seen["pg"] if not isinstance(seen["pg"], NoAnswer) else PgFact(False, seen["pg"].reason)
     return dataclasses.replace(
         facts,
         etcd_env=parse_env(env_raw.decode(errors="replace")) if env_raw is not None else None,
         etcd_env_path=layout.etcd_env,
-        etcd_has_data=transport.file_stat(node, f"{layout.etcd_data}/member") is not None,
+        etcd_has_data=has_data,
         patroni_config=config, patroni_config_path=layout.patroni_config, pg_data=layout.pg_data,
         pg_hba=hba.decode(errors="replace") if hba is not None else None,
         patroni_api=api, patroni_api_error=api_error,
         etcd3_ca_is_cluster_ca=(etcd_ca.strip() == cluster_ca.strip()) if etcd_ca and cluster_ca else None,
-        pg=_pg(spec, node, creds, superuser_password(config)),
+        pg=pg,
     )
-
-
-def vip_tcp(spec: ClusterSpec) -> str | None:
-    try:
-        with socket.create_connection((str(spec.vip.address), spec.ports.postgresql), timeout=CONNECT_TIMEOUT):
-            return None
-    except OSError as exc:
-        return _short(exc)
 
 
 def collect(target: Target, creds: Credentials) -> Evidence:
@@ -246,8 +260,7 @@ def collect(target: Target, creds: Credentials) -> Evidence:
     except OSError:
         cluster_ca = None
     with ThreadPoolExecutor(max_workers=len(spec.nodes) + 2) as pool:
-        snap_f = pool.submit(take, spec, creds, transport)
-        vip_f = pool.submit(vip_tcp, spec)
+        snap_f = pool.submit(Prober(spec, creds, transport).snapshot)
         ops_f = pool.submit(operator_ports, spec)
         futures = [pool.submit(node_facts, target, n, creds, cluster_ca) for n in spec.nodes]
         nodes, notes = [], []
@@ -257,6 +270,6 @@ def collect(target: Target, creds: Credentials) -> Evidence:
             except Exception as exc:  # doctor looks at broken clusters: a node it cannot inspect is a note
                 nodes.append(NodeFacts(node))
                 notes.append(f"could not inspect {node.name}: {_short(exc)}")
-        return Evidence(spec, snap_f.result(), tuple(nodes), vip_f.result(), creds.secrets.superuser_password,
+        return Evidence(spec, snap_f.result(), tuple(nodes), creds.secrets.superuser_password,
                         datetime.now(UTC), command=lambda n, s, a: target.service_command(spec.node(n), s, a),
                         operator_ports=ops_f.result(), notes=tuple(notes))

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pgha.snapshot import ClusterSnapshot
+from pgha.probe.snapshot import ClusterSnapshot
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.base import FileStat, ProcessInfo, ServiceState
 
@@ -174,8 +174,6 @@ class Evidence:
     spec: ClusterSpec
     snapshot: ClusterSnapshot
     nodes: tuple[NodeFacts, ...]
-    vip_tcp_error: str | None
-    """None when the VIP accepted a TCP connection on the PostgreSQL port."""
     expected_superuser_password: str
     """pgha's own copy (secrets.yml): what every config.yml should carry."""
     now: datetime

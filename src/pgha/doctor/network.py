@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from pgha.doctor.model import Evidence, Finding, NodeFacts, PortFact
-from pgha.doctor.postgres import postmasters
+from pgha.doctor.postgres import hangs, postmasters
 
 MAX_SKEW = 1.0
 
@@ -55,8 +55,10 @@ def ports(ev: Evidence) -> list[Finding]:
         if not failed:
             continue
         reachable_elsewhere = any(p.ok for p in facts)
-        if not reachable_elsewhere and not _serving(ev.facts(target), failed[0].service):
-            continue
+        target_facts = ev.facts(target)
+        if not reachable_elsewhere and (not _serving(target_facts, failed[0].service)
+                                        or (target_facts is not None and hangs(target_facts))):
+            continue  # a dead or hung service is reported as such
         sources = ", ".join(p.source for p in failed)
         out.append(Finding(
             f"port {port} ({failed[0].service}) on {target} is not reachable from {sources}",

@@ -15,17 +15,41 @@ from pgha.transport.base import ProcessInfo
 PG_ERRORS = ("FATAL:", "PANIC:", "could not", "invalid value", "private key file", "password authentication")
 
 
+TIMEOUT_WORDS = ("timeout", "timed out", "no answer within")
+
+
+def hangs(f: NodeFacts) -> bool:
+    """Patroni runs, yet its REST API and PostgreSQL accept connections and then say nothing (a frozen
+    node: stopped processes, a blocked disk). Its other symptoms are this one."""
+    state = f.service("patroni")
+    api, pg = (f.patroni_api_error or "").lower(), ((f.pg.error if f.pg else None) or "").lower()
+    return (state is not None and state.running and any(w in api for w in TIMEOUT_WORDS)
+            and any(w in pg for w in TIMEOUT_WORDS))
+
+
+def hung(ev: Evidence) -> list[Finding]:
+    """A PostgreSQL node whose daemons run but do not answer (see :func:`hangs`)."""
+    return [Finding(
+        f"{f.node.name} does not answer: Patroni runs there, but its REST API and PostgreSQL accept "
+        "connections and then say nothing",
+        f"REST API: {f.patroni_api_error}; PostgreSQL: {f.pg.error if f.pg else '?'}",
+        f"on {f.node.name}: look at Patroni's and the postmaster's state (`ps -o pid,stat,args -p PID`): "
+        f"T is a stopped process (`kill -CONT PID`), D one blocked on its disk; otherwise "
+        f"{ev.restart(f.node, 'patroni')}",
+        node=f.node.name, code="node.hangs") for f in ev.pg_facts if hangs(f)]
+
+
 def patroni_dcs(ev: Evidence) -> list[Finding]:
     """Patroni runs but has not reached etcd for longer than the TTL (its REST API says when it last did)."""
     out = []
-    ttl = ev.spec.dcs.ttl
+    ttl = ev.snapshot.config.ttl if ev.snapshot.config else None  # the live ttl: no REST API, no judgement
     now = time.time()
     for f in ev.pg_facts:
         state = f.service("patroni")
-        if state is not None and not state.running:
+        if (state is not None and not state.running) or hangs(f):
             continue
         seen = (f.patroni_api or {}).get("dcs_last_seen")
-        stale = isinstance(seen, int | float) and seen > 0 and now - seen > ttl
+        stale = ttl is not None and isinstance(seen, int | float) and seen > 0 and now - seen > ttl
         line = last_line(f.log("patroni"), "failed to get list of machines", "etcd", "sslerror",
                          "permission denied", "maxretryerror")
         if not stale and not (f.patroni_api is None and line and "etcd" in line.lower()):
@@ -253,4 +277,4 @@ def superuser_password(ev: Evidence) -> list[Finding]:
     return out
 
 
-DIAGNOSES = (patroni_dcs, start_failed, replica_not_streaming, rewind, outside_patroni, superuser_password)
+DIAGNOSES = (hung, patroni_dcs, start_failed, replica_not_streaming, rewind, outside_patroni, superuser_password)

@@ -41,10 +41,10 @@ def vip(ev: Evidence) -> list[Finding]:
     holders = snap.vip_holders or ()
     out = []
     address = f"{snap.vip_address}:{ev.spec.ports.postgresql}"
-    if ev.vip_tcp_error is not None:
+    if snap.vip_error is not None:
         keep_up = [f for f in ev.ha_facts if (s := f.service("keepalived")) is not None and s.running]
         ha_up = [f for f in ev.ha_facts if (s := f.service("haproxy")) is not None and s.running]
-        seen = [f"TCP {address}: {ev.vip_tcp_error}", f"held by {', '.join(holders) or 'nobody'}",
+        seen = [f"TCP {address}: {snap.vip_error}", f"held by {', '.join(holders) or 'nobody'}",
                 f"keepalived running on {', '.join(f.node.name for f in keep_up) or 'no node'}",
                 f"HAProxy running on {', '.join(f.node.name for f in ha_up) or 'no node'}"]
         if not keep_up:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgha import poll
 from pgha.drill.prober import DIRECT_TABLE, TABLE, Attempt, Writer, create_tables
 from pgha.drill.scenarios import SCENARIOS, DrillContext, Scenario
 from pgha.errors import PghaError, UsageError, pgha_command
 from pgha.ops import Operations
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
-from pgha.snapshot import ClusterSnapshot
+from pgha.probe.snapshot import ClusterSnapshot
+from pgha.spec import Dcs
 from pgha.target import Target
 
 
@@ -109,41 +112,41 @@ class Sampler:
 
 
 class DrillRunner:
-    def __init__(self, target: Target, creds: Credentials, say: Any = lambda msg: None) -> None:
+    def __init__(self, target: Target, creds: Credentials, say: Any = lambda msg: None,
+                 ops: Operations | None = None) -> None:
         self.target, self.creds, self.say = target, creds, say
         self.spec, self.transport = target.spec, target.transport
-        self.ops = Operations(self.spec, creds, self.transport)
-        self.sync = False
+        self.ops = ops or Operations(self.spec, creds, self.transport)
+        self.live = Dcs()
+        """The cluster's live DCS configuration, read before the fault."""
 
-    def wait(self, what: str, check: Any, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if check():
-                    return time.time()
-            except Exception:  # not yet
-                pass
-            time.sleep(0.2)
-        raise PghaError(f"drill: {what} not reached after {timeout:g} s", hint=f"see `{pgha_command('status')}`")
+    def wait(self, what: str, check: Callable[[], bool], timeout: float) -> float:
+        """Poll until ``check`` holds; the time it did."""
+        poll.until(f"drill: {what}", lambda: (check(), "not yet"), timeout, interval=0.2,
+                   hint=f"see `{pgha_command('status')}`")
+        return time.time()
 
-    def whole(self, snap: ClusterSnapshot) -> bool:
-        return (self.ops.healthy(snap) and all(e.healthy for e in snap.etcd)
-                and len(snap.vip_holders or ()) == 1 and all(h.reachable for h in snap.haproxy)
-                and snap.leader is not None and snap.routes_to(snap.leader.name)
-                # In synchronous mode the DCS must name a sync standby, or no replica may be promoted.
-                and (not self.sync or bool(snap.sync_standbys)))
+    def wait_whole(self, what: str, timeout: float) -> float:
+        """Until a snapshot shows the whole cluster (:attr:`ClusterSnapshot.whole`); the time it did."""
+        def whole() -> tuple[bool, str]:
+            snap = self.ops.snapshot()
+            return snap.whole, snap.describe()
+
+        poll.until(f"drill: {what}", whole, timeout, interval=0.2, hint=f"see `{pgha_command('status')}`")
+        return time.time()
 
     def prepare(self, sync: bool) -> ClusterSnapshot:
         self.say("waiting for a whole cluster")
-        self.sync = bool(self.ops.config().get("synchronous_mode"))
-        self.wait("a healthy cluster before the drill", lambda: self.whole(self.ops.snapshot()), 120)
-        if self.sync != sync:
+        self.wait_whole("a healthy cluster before the drill", 120)
+        snap = self.ops.snapshot()
+        if snap.config is None or snap.config.synchronous_mode != sync:
             self.say(f"synchronous mode {'on' if sync else 'off'}")
             self.ops.set_sync(sync)
-            self.sync = sync
-            self.wait("a whole cluster in the new mode", lambda: self.whole(self.ops.snapshot()), 60)
+            self.wait_whole("a whole cluster in the new mode", 60)
         create_tables(str(self.spec.vip.address), self.spec.ports.postgresql, self.creds)
-        return self.ops.snapshot()
+        snap = self.ops.snapshot()
+        self.live = snap.config or self.live
+        return snap
 
     def run(self, scenario: Scenario, sync: bool = False) -> DrillResult:
         snap = self.prepare(sync)
@@ -185,7 +188,7 @@ class DrillRunner:
 
     def _explain_quorum_loss(self, r: DrillResult) -> None:
         """Say what happened to writes without a DCS quorum, and why."""
-        failsafe = bool(self.ops.config().get("failsafe_mode"))
+        failsafe = self.live.failsafe_mode
         end = r.t_fault + (r.restored_after_s or 0)
         fails = [a for a in r.vip_attempts if not a.ok and r.t_fault < a.started < end]
         if fails:
@@ -214,7 +217,7 @@ class DrillRunner:
     def _recover(self, scenario: Scenario, ctx: DrillContext, result: DrillResult, vip: Writer) -> None:
         t0 = result.t_fault
         if scenario.hold_past_ttl is not None:
-            time.sleep(self.spec.dcs.ttl + scenario.hold_past_ttl)
+            time.sleep(self.live.ttl + scenario.hold_past_ttl)
         else:
             def recovered() -> bool:
                 acked_after = any(a.ok and a.started > t0 for a in list(vip.attempts))
@@ -231,51 +234,22 @@ class DrillRunner:
             time.sleep(scenario.hold)
         self.say("restoring the faulted node")
         ctx.restore()
-        result.restored_after_s = round(time.time() - t0, 3)
+        restored = result.restored_after_s = round(time.time() - t0, 3)
         if scenario.hold_past_ttl is not None:
             t = self.wait("writes through the VIP after restore",
-                          lambda: any(a.ok and a.started > t0 + result.restored_after_s for a in list(vip.attempts)),
+                          lambda: any(a.ok and a.started > t0 + restored for a in list(vip.attempts)),
                           120)
             result.writes_recovered_after_s = round(t - t0, 3)
         self.say("waiting for full health (old primary streaming, etcd whole, one VIP holder)")
-        t = self.wait("full health after the drill", lambda: self.whole(self.ops.snapshot()), 180)
+        t = self.wait_whole("full health after the drill", 180)
         result.healthy_after_s = round(t - t0, 3)
         result.healthy_at_end = True
 
     def _measure(self, r: DrillResult, vip: Writer, direct: list[Writer]) -> None:
-        t0 = r.t_fault
-        acked = vip.acked
-        r.acked_writes, r.failed_attempts = len(acked), len(vip.attempts) - len(acked)
-        # The outage a client saw: the longest gap between two acknowledgements, from the last one
-        # before the fault on (injecting takes a moment; the fault bites somewhere inside it).
-        r.write_outage_s = client_outage([a.ended for a in acked], t0)
-        if r.write_outage_s is None:
-            r.notes.append("no write was acknowledged after the fault")
-        # The leader as the sampler saw it, and VIP holder changes.
-        leaders = [s for s in r.samples if s.at > t0 and s.leader and s.leader != r.old_leader]
-        if leaders:
-            r.new_leader, r.new_leader_after_s = leaders[0].leader, round(leaders[0].at - t0, 3)
         final = self.ops.snapshot()
-        r.new_leader = final.leader.name if final.leader else r.new_leader
-        holders = [s.vip_holders for s in r.samples if s.vip_holders]
-        r.vip_moves = sum(1 for a, b in zip(holders, holders[1:], strict=False) if a != b)
-        r.vip_on_two_hosts = any(len(s.vip_holders) > 1 for s in r.samples)
-        # Split brain: acknowledgements from two servers interleaved (the old one after the new one).
-        servers: list[str] = []
-        for a in acked:
-            if not servers or servers[-1] != a.server:
-                servers.append(a.server or "?")
-        r.split_brain_acks = sum(1 for i, s in enumerate(servers) if s in servers[:i])
-        old_node = self.spec.node(r.old_leader) if r.old_leader else None
-        if leaders and old_node is not None:
-            t_new = leaders[0].at
-            r.old_primary_direct_writes_after_new_leader = sum(
-                1 for w in direct if w.node == old_node.name for a in w.acked if a.started > t_new)
-            if r.old_primary_direct_writes_after_new_leader:
-                r.notes.append(f"the old primary {old_node.name} accepted "
-                               f"{r.old_primary_direct_writes_after_new_leader} direct writes after "
-                               f"{leaders[0].leader} became leader (split brain for direct clients)")
-        self._read_back(r, acked, final)
+        measure(r, vip.attempts, {w.node or "?": w.acked for w in direct}, final.leader.name if final.leader else None,
+                self.spec.node(r.old_leader).name if r.old_leader else None)
+        self._read_back(r, vip.acked, final)
 
     def _read_back(self, r: DrillResult, acked: list[Attempt], snap: ClusterSnapshot) -> None:
         if snap.leader is None:
@@ -285,13 +259,8 @@ class DrillRunner:
         primary = self.spec.node(snap.leader.name)
         rows = pg_probe.query(str(primary.address), port, self.creds,
                               f"select seq from {TABLE} where run = %s", (r.run,))
-        on_primary = {row[0] for row in rows}
-        lost = [a for a in acked if a.seq not in on_primary]
-        r.lost_acked_writes = len(lost)
-        if lost:
-            history = self.ops.history()
-            switch_lsn = int(history[-1][1]) if history else 0
-            r.lost_lsn_bytes = max(0, max(a.lsn or 0 for a in lost) - switch_lsn)
+        history = self.ops.history()
+        count_lost(r, acked, {row[0] for row in rows}, int(history[-1][1]) if history else 0)
         time.sleep(1.0)  # let replicas replay the last rows
         for m in snap.replicas:
             node = self.spec.node(m.name)
@@ -301,9 +270,54 @@ class DrillRunner:
             except Exception as exc:
                 r.notes.append(f"could not read back from {node.name}: {exc}")
                 continue
-            r.replica_only_rows += len({row[0] for row in rep} - on_primary)
+            r.replica_only_rows += len({row[0] for row in rep} - {row[0] for row in rows})
         pg_probe.query(str(primary.address), port, self.creds,
                        f"delete from {DIRECT_TABLE} where run = %s", (r.run,))
+
+
+def measure(r: DrillResult, attempts: list[Attempt], direct: dict[str, list[Attempt]], final_leader: str | None,
+            old_node: str | None) -> None:
+    """The figures of a drill from what was recorded: the client's attempts through the VIP, the
+    acknowledged direct writes per node, the sampler's samples (``r.samples``), the leader at the end
+    and the node the old leader ran on."""
+    t0 = r.t_fault
+    acked = [a for a in attempts if a.ok]
+    r.acked_writes, r.failed_attempts = len(acked), len(attempts) - len(acked)
+    # The outage a client saw: the longest gap between two acknowledgements, from the last one
+    # before the fault on (injecting takes a moment; the fault bites somewhere inside it).
+    r.write_outage_s = client_outage([a.ended for a in acked], t0)
+    if r.write_outage_s is None:
+        r.notes.append("no write was acknowledged after the fault")
+    # The leader as the sampler saw it, and VIP holder changes.
+    leaders = [s for s in r.samples if s.at > t0 and s.leader and s.leader != r.old_leader]
+    if leaders:
+        r.new_leader, r.new_leader_after_s = leaders[0].leader, round(leaders[0].at - t0, 3)
+    r.new_leader = final_leader or r.new_leader
+    holders = [s.vip_holders for s in r.samples if s.vip_holders]
+    r.vip_moves = sum(1 for a, b in zip(holders, holders[1:], strict=False) if a != b)
+    r.vip_on_two_hosts = any(len(s.vip_holders) > 1 for s in r.samples)
+    # Split brain: acknowledgements from two servers interleaved (the old one after the new one).
+    servers: list[str] = []
+    for a in acked:
+        if not servers or servers[-1] != a.server:
+            servers.append(a.server or "?")
+    r.split_brain_acks = sum(1 for i, s in enumerate(servers) if s in servers[:i])
+    if leaders and old_node is not None:
+        t_new = leaders[0].at
+        r.old_primary_direct_writes_after_new_leader = sum(1 for a in direct.get(old_node, []) if a.started > t_new)
+        if r.old_primary_direct_writes_after_new_leader:
+            r.notes.append(f"the old primary {old_node} accepted "
+                           f"{r.old_primary_direct_writes_after_new_leader} direct writes after "
+                           f"{leaders[0].leader} became leader (split brain for direct clients)")
+
+
+def count_lost(r: DrillResult, acked: list[Attempt], on_primary: set[int], switch_lsn: int) -> None:
+    """Acknowledged writes missing on the primary at the end, and how much WAL past the timeline switch
+    the last of them was."""
+    lost = [a for a in acked if a.seq not in on_primary]
+    r.lost_acked_writes = len(lost)
+    if lost:
+        r.lost_lsn_bytes = max(0, max(a.lsn or 0 for a in lost) - switch_lsn)
 
 
 def scenario(name: str) -> Scenario:

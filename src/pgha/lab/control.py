@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgha import poll
 from pgha.errors import MissingPrerequisite, UsageError, pgha_command
 from pgha.lab.network import LabNetwork, existing_namespaces, ip
 from pgha.lab.target import LabTarget
@@ -129,11 +130,11 @@ class Lab:
                         done.append(f"killed pid {pid} in {ns}")
                     except (ProcessLookupError, ValueError):
                         pass
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(
+        with contextlib.suppress(poll.TimedOut):  # what is left is removed with the namespaces
+            poll.until("the namespaces' processes gone", lambda: (not any(
                 ip("netns", "pids", ns, check=False).stdout.strip()
-                for ns in existing_namespaces() if ns.startswith(self.network.names.prefix)):
-            time.sleep(0.05)
+                for ns in existing_namespaces() if ns.startswith(self.network.names.prefix)), "some left"), 5,
+                interval=0.05)
         done += self.network.destroy()
         if not keep_data and self.state.root.exists():
             if keep_pki:

@@ -129,8 +129,3 @@ class LabNetwork:
     def is_isolated(self, node: Node) -> bool:
         out = ip("-o", "link", "show", self.names.host_veth(node), check=False).stdout
         return "state UP" not in out and ",UP" not in out
-
-    def holds_address(self, node: Node, address: str) -> bool:
-        out = ip("-n", self.names.netns(node), "-o", "addr", "show", "dev", self.spec.vip.interface,
-                 check=False).stdout
-        return f" {address}/" in out

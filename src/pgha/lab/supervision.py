@@ -9,6 +9,7 @@ then ``exec``s the daemon, so supervisord's pid is the daemon's pid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -22,6 +23,7 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
+from pgha import poll
 from pgha.errors import PghaError
 from pgha.layout import StateLayout
 from pgha.service import Service
@@ -159,16 +161,12 @@ class Supervisor:
                               preexec_fn=lambda: os.umask(PRIVATE_UMASK))
         if proc.returncode != 0:
             raise PghaError(f"supervisord did not start: {proc.stderr.strip() or proc.stdout.strip()}")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.rpc.supervisor.getState()["statename"] == "RUNNING":
-                    return
-            except (OSError, xmlrpc.client.Fault):
-                pass
-            time.sleep(0.05)
-        raise PghaError("supervisord did not answer on its socket within 10 s",
-                        details=str(self.state.logs / "supervisord.log"))
+        try:
+            poll.until("supervisord on its socket", lambda: (
+                self.rpc.supervisor.getState()["statename"] == "RUNNING", "not running yet"), 10, interval=0.05)
+        except poll.TimedOut as exc:
+            raise PghaError(f"supervisord did not answer on its socket within 10 s ({exc.reason})",
+                            details=str(self.state.logs / "supervisord.log")) from None
 
     def shutdown(self, timeout: float = 60, graceful: bool = True) -> None:
         """Stop supervisord; gracefully (every program stopped first) or at once (SIGKILL).
@@ -192,12 +190,12 @@ class Supervisor:
             os.kill(pid, signal.SIGKILL)
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pid() != pid:
-                return True
-            time.sleep(0.05)
-        return False
+        try:
+            poll.until(f"supervisord (pid {pid}) gone", lambda: (self.pid() != pid, "still running"), timeout,
+                       interval=0.05)
+        except poll.TimedOut:
+            return False
+        return True
 
     @property
     def rpc(self) -> Any:
@@ -256,26 +254,25 @@ class Supervisor:
         """
         self.hold_file(name).touch()
         self.signal_all(name, sig)
-        deadline = time.monotonic() + 15
-        exited_since: float | None = None
-        while time.monotonic() < deadline:
+        exited_since: list[float] = []
+
+        def held() -> tuple[bool, str]:
             state = self.info(name).get("statename")
             if state in ("STOPPED", "FATAL"):
-                return
+                return True, str(state)
             if state == "EXITED":  # final unless the restart policy respawns the (held) wrapper
-                exited_since = exited_since or time.monotonic()
-                if time.monotonic() - exited_since > 0.5:
-                    return
-            else:
-                exited_since = None
+                exited_since[:] = exited_since or [time.monotonic()]
+                return time.monotonic() - exited_since[0] > 0.5, "EXITED"
+            exited_since.clear()
             if state in ("STARTING", "BACKOFF", "RUNNING"):
-                try:
+                with contextlib.suppress(xmlrpc.client.Fault):  # NOT_RUNNING: it ended meanwhile
                     self.rpc.supervisor.stopProcess(name, True)
-                except xmlrpc.client.Fault as exc:
-                    if "NOT_RUNNING" not in exc.faultString:
-                        raise
-            time.sleep(0.02)
-        raise PghaError(f"could not hold {name} down: still {self.info(name).get('statename')}")
+            return False, f"still {state}"
+
+        try:
+            poll.until(f"{name} held down", held, 15, interval=0.02)
+        except poll.TimedOut as exc:
+            raise PghaError(f"could not hold {name} down: {exc.reason}") from None
 
     def program_pid(self, name: str) -> int | None:
         info = self.info(name)

@@ -45,7 +45,12 @@ class Credentials:
         return self._context(self.probe_cert, self.probe_key)
 
     def _context(self, cert: str = "", key: str = "") -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.ca)
-        if cert:
-            ctx.load_cert_chain(cert, key)
-        return ctx
+        """Built once per certificate and shared (an SSLContext is thread-safe): loading the files is most
+        of the cost of a probe, and a snapshot makes a dozen."""
+        cache = self.__dict__.setdefault("_contexts", {})
+        if cert not in cache:
+            ctx = ssl.create_default_context(cafile=self.ca)
+            if cert:
+                ctx.load_cert_chain(cert, key)
+            cache[cert] = ctx
+        return cache[cert]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,33 +60,6 @@ class PatroniApi:
             return r.status_code, r.json()
         except ValueError:
             return r.status_code, r.text
-
-
-def wake_up(spec: ClusterSpec, nodes: tuple[Node, ...], creds: Credentials) -> None:
-    """Run the HA loop of these nodes now instead of at the next loop_wait.
-
-    Patroni answers any PATCH /config by waking its HA loop, even when nothing changes; an unchanged
-    loop_wait is the no-op we send. The leader then creates a new member's replication slot at once
-    and a replica reports its lag at once, instead of up to loop_wait seconds later.
-    """
-    for node in nodes:
-        with contextlib.suppress(httpx.HTTPError):  # not up yet: nothing to wake
-            PatroniApi(spec, node, creds, timeout=1.0).call("PATCH", "/config", {"loop_wait": spec.dcs.loop_wait},
-                                                            timeout=1.0)
-
-
-def cluster(spec: ClusterSpec, creds: Credentials) -> tuple[dict[str, Any] | None, str | None]:
-    """GET /cluster from the first node that answers; (json, None) or (None, error)."""
-    errors = []
-    for node in spec.postgres_nodes:
-        try:
-            code, body = PatroniApi(spec, node, creds).get("/cluster")
-            if code == 200 and isinstance(body, dict):
-                return body, None
-            errors.append(f"{node.name}: HTTP {code}")
-        except httpx.HTTPError as exc:
-            errors.append(f"{node.name}: {type(exc).__name__}")
-    return None, "; ".join(errors)
 
 
 def parse_members(spec: ClusterSpec, body: dict[str, Any]) -> list[PatroniMember]:

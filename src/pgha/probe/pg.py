@@ -72,3 +72,10 @@ def psql_argv(spec: ClusterSpec, creds: Credentials, args: tuple[str, ...], **ta
     if psql is None:
         raise MissingPrerequisite("psql is not installed", hint="apt-get install postgresql-client")
     return [psql, client_dsn(spec, creds, **target), *args]
+
+
+def through_vip(spec: ClusterSpec, creds: Credentials, connect_timeout: int = 2) -> tuple[str, bool]:
+    """Where a client of the VIP lands: (the server's address, whether it is in recovery)."""
+    rows = query(str(spec.vip.address), spec.ports.postgresql, creds,
+                 "select host(inet_server_addr()), pg_is_in_recovery()", connect_timeout=connect_timeout)
+    return str(rows[0][0]), bool(rows[0][1])

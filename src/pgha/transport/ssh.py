@@ -19,7 +19,6 @@ import contextlib
 import json
 import shlex
 import threading
-import time
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from pgha import poll
 from pgha.errors import PghaError, pgha_command
 from pgha.files import DirEntry, FileEntry, LinkEntry
 from pgha.plan import SYSTEM_USERS, NodePlan
@@ -326,13 +326,16 @@ class SshTransport(Transport):
         # In one command: the stop lands milliseconds after the signal, long before any RestartSec
         # (>= 1 s) elapses; a stop also cancels a restart already scheduled.
         self.shell(node, f"{kill}; systemctl stop {service}", timeout=60)
-        deadline = time.monotonic() + HOLD_TIMEOUT
-        while time.monotonic() < deadline:
+        def down() -> tuple[bool, str]:
             if not self.service_state(node, service).running:
-                return
+                return True, "stopped"
             self.run(node, ["systemctl", "stop", service], timeout=60)
-            time.sleep(0.2)
-        raise PghaError(f"{node.name}: {service} did not stay down after SIG{sig} + systemctl stop")
+            return False, "still running"
+
+        try:
+            poll.until(f"{service} held down", down, HOLD_TIMEOUT, interval=0.2)
+        except poll.TimedOut:
+            raise PghaError(f"{node.name}: {service} did not stay down after SIG{sig} + systemctl stop") from None
 
     def service_states(self, node: Node, services: Iterable[str]) -> dict[str, ServiceState]:
         """Every named unit's state in one command."""
