@@ -117,9 +117,7 @@ class Verifier:
         if not snap.members:
             return False, f"no Patroni REST API answers ({snap.patroni_error})"
         silent = [f"{node}: {why}" for node, why in snap.unanswered if "Patroni" in why]
-        seen = ", ".join(f"{m.name} {m.role}/{m.state}" + (f" lag {m.lag_mb}MB" if not m.is_leader else "")
-                         for m in snap.members)
-        return snap.healthy(caught_up=True) and not silent, "; ".join([seen, *silent])
+        return snap.healthy(caught_up=True) and not silent, "; ".join([snap.describe_members(), *silent])
 
     def vip_answers(self, snap: ClusterSnapshot) -> tuple[bool, str]:
         tcp = f"TCP connect failed: {snap.vip_error}" if snap.vip_error else "TCP connect ok"

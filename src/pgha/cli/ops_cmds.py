@@ -70,8 +70,8 @@ def _status_pretty(spec: ClusterSpec, snap: ClusterSnapshot) -> Any:
                  [(e.name, "yes" if e.healthy else f"[red]no[/] {e.error}", "yes" if e.is_leader else "",
                    e.db_size, e.raft_term) for e in snap.etcd])
     ha = table("HAProxy backends (UP servers)", ["node", "primary", "replicas"],
-               [(h.node, ", ".join(h.up("postgres_primary")) if h.reachable else f"[red]unreachable[/] {h.error}",
-                 ", ".join(h.up("postgres_replicas"))) for h in snap.haproxy])
+               [(h.node, ", ".join(h.primary) if h.reachable else f"[red]unreachable[/] {h.error}",
+                 ", ".join(h.replicas)) for h in snap.haproxy])
     holders = "not inspected" if snap.vip_holders is None else (", ".join(snap.vip_holders) or "[red]nobody[/]")
     silent = [f"[red]no answer:[/] {node}: {what}" for node, what in snap.unanswered]
     return Group(members, etcd, ha, f"VIP {snap.vip_address}: held by {holders}", *silent)

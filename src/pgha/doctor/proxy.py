@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pgha.doctor.model import Evidence, Finding, NodeFacts, last_line
 from pgha.doctor.postgres import postmasters
+from pgha.probe.haproxy import PRIMARY_BACKEND
 from pgha.transport.base import ServiceState
 
 
@@ -88,11 +89,11 @@ def haproxy_routing(ev: Evidence) -> list[Finding]:
         f = ev.facts(view.node)
         if f is None or not view.reachable:
             continue  # a stopped HAProxy is reported by services_down
-        up = view.up("postgres_primary")
+        up = view.primary
         if up == [leader.name]:
             continue
-        statuses = ", ".join(f"{s.server} {s.status}" for s in view.servers if s.backend == "postgres_primary")
-        seen = [f"postgres_primary backend: {statuses}", f"the leader is {leader.name}"]
+        statuses = ", ".join(f"{s.server} {s.status}" for s in view.servers if s.backend == PRIMARY_BACKEND)
+        seen = [f"{PRIMARY_BACKEND} backend: {statuses}", f"the leader is {leader.name}"]
         port = next((p for p in f.ports if lnode and p.target == lnode.name and p.port == ev.spec.ports.restapi), None)
         ca = next((c for c in f.certs if c.kind == "haproxy-ca"), None)
         fix = ""

@@ -205,11 +205,7 @@ class DrillRunner:
         """What a stuck drill looks like: the client's last error, the leader, HAProxy, the VIP."""
         last = vip.attempts[-1] if vip.attempts else None
         try:
-            snap = self.ops.snapshot()
-            members = ", ".join(f"{m.name} {m.role}/{m.state}" for m in snap.members) or snap.patroni_error
-            proxies = "; ".join(f"{h.node}: {','.join(h.up('postgres_primary')) or 'none UP'}"
-                                for h in snap.haproxy)
-            state = f"members: {members}\nHAProxy primary backends: {proxies}\nVIP holders: {snap.vip_holders}"
+            state = self.ops.snapshot().describe()
         except Exception as exc:  # the picture is best effort
             state = f"(no snapshot: {exc})"
         return f"last client attempt: {last.error if last and not last.ok else 'ok'}\n{state}"

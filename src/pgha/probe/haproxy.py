@@ -10,6 +10,10 @@ import httpx
 
 from pgha.spec import ClusterSpec, Node
 
+PRIMARY_BACKEND = "postgres_primary"
+REPLICA_BACKEND = "postgres_replicas"
+"""The two backends haproxy.cfg defines (render/templates/haproxy.cfg): the VIP's 5432 and 5433."""
+
 
 @dataclass(frozen=True)
 class BackendServer:
@@ -27,6 +31,16 @@ class HaproxyView:
 
     def up(self, backend: str) -> list[str]:
         return [s.server for s in self.servers if s.backend == backend and s.status.startswith("UP")]
+
+    @property
+    def primary(self) -> list[str]:
+        """The servers UP in the primary backend: where this HAProxy sends writes."""
+        return self.up(PRIMARY_BACKEND)
+
+    @property
+    def replicas(self) -> list[str]:
+        """The servers UP in the replicas backend."""
+        return self.up(REPLICA_BACKEND)
 
 
 def view(spec: ClusterSpec, node: Node, timeout: float = 2.0) -> HaproxyView:

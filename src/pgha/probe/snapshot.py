@@ -15,8 +15,6 @@ from pgha.probe.haproxy import HaproxyView
 from pgha.probe.patroni import PatroniMember
 from pgha.spec import Dcs
 
-PRIMARY_BACKEND = "postgres_primary"
-
 
 @dataclass(frozen=True)
 class ClusterSnapshot:
@@ -80,7 +78,7 @@ class ClusterSnapshot:
     def routes_to(self, member: str) -> bool:
         """Every reachable HAProxy sends primary traffic to this member, and only to it."""
         views = [h for h in self.haproxy if h.reachable]
-        return bool(views) and all(h.up(PRIMARY_BACKEND) == [member] for h in views)
+        return bool(views) and all(h.primary == [member] for h in views)
 
     @property
     def routes_to_leader(self) -> bool:
@@ -104,16 +102,20 @@ class ClusterSnapshot:
         return (self.healthy() and self.etcd_healthy and self.routes_to_leader
                 and self.vip_answers and not self.unanswered and (not sync or bool(self.sync_standbys)))
 
+    def describe_members(self) -> str:
+        """Each Patroni member's role and state (and a replica's lag), in one line."""
+        return ", ".join(f"{m.name} {m.role}/{m.state}" + (f" lag {m.lag_mb} MB" if not m.is_leader else "")
+                         for m in self.members)
+
     def describe(self) -> str:
         """What the snapshot shows, in one line (a wait's reason when it times out)."""
-        parts = [", ".join(f"{m.name} {m.role}/{m.state}" + (f" lag {m.lag_mb} MB" if not m.is_leader else "")
-                           for m in self.members) or f"no Patroni member seen ({self.patroni_error})"]
+        parts = [self.describe_members() or f"no Patroni member seen ({self.patroni_error})"]
         bad = [m.name for m in self.etcd if not m.healthy]
         parts.append(f"etcd {len(self.etcd) - len(bad)}/{len(self.etcd)} healthy"
                      + (f" (not {', '.join(bad)})" if bad else ""))
         if self.haproxy:
             parts.append("HAProxy primary: " + ", ".join(
-                f"{h.node}->{'/'.join(h.up(PRIMARY_BACKEND)) or 'none'}" if h.reachable else f"{h.node} unreachable"
+                f"{h.node}->{'/'.join(h.primary) or 'none'}" if h.reachable else f"{h.node} unreachable"
                 for h in self.haproxy))
         if self.vip_holders is not None:
             parts.append(f"VIP on {', '.join(self.vip_holders) or 'nobody'}")
