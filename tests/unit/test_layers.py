@@ -1,5 +1,7 @@
-"""The layers hold: the Transport interface loads no renderer and no cryptography, and no two packages of
-src/pgha import each other (directly or through others)."""
+"""The layers hold (docs/architecture.md, "Seams"): the Transport interface loads no renderer and no
+cryptography; no two packages of src/pgha import each other (directly or through others); the file value
+types are a standard-library leaf; rendering is pure; only the CLI picks the lab; HTTP requests and database
+connections to the stack are opened in pgha.probe only."""
 
 from __future__ import annotations
 
@@ -99,3 +101,64 @@ def test_no_import_cycle_between_packages() -> None:
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert cycles({"a": {"b": "a"}, "b": {"c": "b"}, "c": {"a": "c"}, "d": {"a": "d"}}) == [["a", "b", "c"]]
+
+
+def module_imports(path: Path) -> set[str]:
+    """Every module a file imports (absolute imports, also those inside functions)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return found - {"__future__"} - {n for n in found if n.startswith("__future__.")}
+
+
+def test_the_file_value_types_are_a_leaf_of_the_standard_library() -> None:
+    """pgha.files is shared by the Transport interface, the plan builder and the program sent to servers
+    (its ACL-bits rule travels as source), so it may import nothing but the standard library."""
+    outside = {m for m in module_imports(PGHA / "files.py") if m.split(".")[0] not in sys.stdlib_module_names}
+    assert outside == set()
+
+
+def test_rendering_is_pure() -> None:
+    """render/ turns the spec into text: it reaches no node, process or network, and knows no target."""
+    allowed_pgha = ("pgha.render", "pgha.spec", "pgha.layout", "pgha.service", "pgha.secrets", "pgha.pki")
+    forbidden = ("subprocess", "socket", "os", "shutil", "httpx", "psycopg", "asyncssh")
+    bad = {}
+    for path in (PGHA / "render").glob("*.py"):
+        wrong = {m for m in module_imports(path)
+                 if (m.startswith("pgha.") and not m.startswith(allowed_pgha)) or m.split(".")[0] in forbidden}
+        if wrong:
+            bad[path.name] = sorted(wrong)
+    assert bad == {}
+
+
+def test_only_the_cli_knows_the_lab() -> None:
+    """Nothing above the Target asks whether it drives the lab: pgha.lab is chosen by the CLI alone."""
+    graph = import_graph()
+    assert sorted(u for u, targets in graph.items() if "pgha.lab" in targets) == ["pgha.cli"]
+
+
+HTTP_OR_SQL = {("httpx", name) for name in ("get", "post", "put", "patch", "delete", "request", "stream", "Client",
+                                              "AsyncClient")} | {("psycopg", "connect"), ("psycopg", "Connection")}
+
+
+def opened_connections(path: Path) -> list[str]:
+    """Calls that open an HTTP request or a database connection (``httpx.get(...)``, ``psycopg.connect(...)``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        f = node.func if isinstance(node, ast.Call) else None
+        while isinstance(f, ast.Attribute) and isinstance(f.value, ast.Attribute):  # psycopg.Connection.connect
+            f = f.value
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and (f.value.id, f.attr) in HTTP_OR_SQL:
+            found.append(f"{path.relative_to(SRC)}:{node.lineno} {f.value.id}.{f.attr}")
+    return found
+
+
+def test_http_and_sql_to_the_stack_are_opened_in_probe_only() -> None:
+    """Every request and connection pgha makes to the stack is opened by pgha.probe (and bounded there)."""
+    outside = [c for p in PGHA.rglob("*.py") if "probe" not in p.relative_to(PGHA).parts
+               for c in opened_connections(p)]
+    assert outside == []
+    assert any(opened_connections(p) for p in (PGHA / "probe").glob("*.py"))  # the scan does see them
