@@ -17,7 +17,6 @@ from pgha.errors import StepFailed
 from pgha.plan import NodePlan, etcd_env_file
 from pgha.probe import Credentials
 from pgha.probe.cluster import Prober
-from pgha.probe.snapshot import ClusterSnapshot
 from pgha.render.etcd import ClusterState
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.base import Transport
@@ -140,16 +139,12 @@ class Orchestrator:
         return snap.routes_to_leader, snap.describe()
 
     def vip_answers(self) -> tuple[bool, str]:
-        """One holder, the VIP accepts connections, and SQL through it reaches the primary."""
+        """One holder, the VIP accepts connections, and SQL through it reaches the leader."""
         snap = self.prober.snapshot()
         if not snap.vip_answers or snap.vip_holders is None:
             return False, snap.describe()
-        return self.primary_through_vip(snap)
-
-    def primary_through_vip(self, snap: ClusterSnapshot) -> tuple[bool, str]:
-        addr, in_recovery = self.prober.through_vip()
-        return not in_recovery, f"VIP on {', '.join(snap.vip_holders or ())}, {addr} answers through it " + (
-            "as a standby" if in_recovery else "as the primary")
+        ok, seen = snap.lands_on_leader(self.spec, *self.prober.through_vip())
+        return ok, f"VIP on {', '.join(snap.vip_holders)}: {seen}"
 
     # -- sequences ----------------------------------------------------------------------------
     def apply_plans(self, plans: list[NodePlan]) -> None:

@@ -84,7 +84,7 @@ class Verifier:
             on_snap = {"etcd": self.etcd_health(snap), "patroni": self.patroni(snap),
                        "vip_answers": self.vip_answers(snap),
                        "primary": seen["vip"] if isinstance(seen["vip"], NoAnswer) else
-                       self.lands_on_primary(snap, *seen["vip"])}
+                       snap.lands_on_leader(self.spec, *seen["vip"])}
         checks = [
             _check("1. etcd endpoint health (mTLS)", f"{n_pg}/{n_pg} members healthy", on_snap["etcd"]),
             _check("2. Patroni members", f"1 Leader, {n_pg - 1} Replicas streaming, lag 0, every node answering",
@@ -124,13 +124,6 @@ class Verifier:
         if snap.vip_holders is None:
             return snap.vip_answers, f"{tcp} (holder not inspected from here)"
         return snap.vip_answers, f"{tcp}; held by {list(snap.vip_holders) or 'nobody'}"
-
-    def lands_on_primary(self, snap: ClusterSnapshot, addr: str, in_recovery: bool) -> tuple[bool, str]:
-        leader = snap.leader
-        leader_addr = str(self.spec.node(leader.name).address) if leader else None
-        return (not in_recovery and addr == leader_addr,
-                f"inet_server_addr={addr}, pg_is_in_recovery={'t' if in_recovery else 'f'}, "
-                f"leader address {leader_addr}")
 
     def streaming(self) -> tuple[bool, str]:
         rows = pg_probe.query(self.vip, self.port, self.creds,

@@ -165,12 +165,13 @@ class FakeProber(Prober):
     """Snapshots from a script: a list (each call takes the next; the last repeats) or a function."""
 
     def __init__(self, spec: ClusterSpec, script: Sequence[ClusterSnapshot] | Callable[[], ClusterSnapshot],
-                 through_vip: tuple[str, bool] = ("10.0.0.1", False)) -> None:
+                 through_vip: tuple[str, bool] | None = None) -> None:
         super().__init__(spec, CREDS)
         self.script = script
         self.taken = 0
         self.woken = 0
         self.vip_answer = through_vip
+        self.last: ClusterSnapshot | None = None
         self.calls: list[tuple[str, str, str, Any]] = []
         """(node, method, path, body) of every REST call."""
         self.answers: dict[tuple[str, str], Any] = {}
@@ -178,15 +179,18 @@ class FakeProber(Prober):
 
     def snapshot(self) -> ClusterSnapshot:
         self.taken += 1
-        if callable(self.script):
-            return self.script()
-        return self.script[min(self.taken, len(self.script)) - 1]
+        self.last = self.script() if callable(self.script) else self.script[min(self.taken, len(self.script)) - 1]
+        return self.last
 
     def wake_up(self, nodes: tuple[Node, ...] | None = None) -> None:
         self.woken += 1
 
     def through_vip(self) -> tuple[str, bool]:
-        return self.vip_answer
+        """The answer given, else the last snapshot's leader as a primary (the VIP works)."""
+        if self.vip_answer is not None:
+            return self.vip_answer
+        leader = self.last.leader if self.last else None
+        return (str(self.spec.node(leader.name).address) if leader else "10.0.0.1"), False
 
     def api(self, node: Node, timeout: float | None = None) -> PatroniApi:
         return FakeApi(self, node)

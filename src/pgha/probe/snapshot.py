@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pgha.probe.etcd import EtcdMember
 from pgha.probe.haproxy import HaproxyView
 from pgha.probe.patroni import PatroniMember
-from pgha.spec import Dcs
+from pgha.spec import ClusterSpec, Dcs
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,14 @@ class ClusterSnapshot:
     def vip_answers(self) -> bool:
         """The VIP accepts connections, held by exactly one HAProxy node (when the holders were looked at)."""
         return self.vip_error is None and (self.vip_holders is None or len(self.vip_holders) == 1)
+
+    def lands_on_leader(self, spec: ClusterSpec, address: str, in_recovery: bool) -> tuple[bool, str]:
+        """Whether a client of the VIP landed on the leader (``address`` and ``in_recovery``: what the server
+        it reached says of itself, :meth:`~pgha.probe.cluster.Prober.through_vip`), and what was seen."""
+        leader = spec.node(self.leader.name).address if self.leader else None
+        return (not in_recovery and address == str(leader),
+                f"inet_server_addr={address}, pg_is_in_recovery={'t' if in_recovery else 'f'}, "
+                f"leader address {leader}")
 
     # -- the whole stack ----------------------------------------------------------------------------
     @property
