@@ -1,7 +1,9 @@
 """pgha: the PostgreSQL HA stack of etcd, Patroni, HAProxy and keepalived, as software.
 
-The flow: ``cluster.yml`` → :class:`pgha.spec.ClusterSpec` → PKI and secrets → a per-node
-:class:`pgha.plan.NodePlan` → an orchestrator driving a :class:`pgha.transport.base.Transport`.
+The flow: ``cluster.yml`` → :class:`pgha.spec.ClusterSpec` → PKI and secrets → a
+:class:`pgha.target.Target`'s per-node :class:`pgha.plan.NodePlan` → an orchestrator driving its
+:class:`pgha.transport.base.Transport`; the running cluster is read back as one
+:class:`pgha.probe.snapshot.ClusterSnapshot`. The map: docs/architecture.md.
 """
 
 __version__ = "0.1.0"
