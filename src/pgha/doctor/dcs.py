@@ -25,12 +25,12 @@ def etcd_quorum(ev: Evidence) -> list[Finding]:
     down = [m for m in members if not m.healthy]
     if not down:
         return []
-    majority = len(ev.spec.postgres_nodes) // 2 + 1
+    majority = ev.snapshot.etcd_majority
     healthy = len(members) - len(down)
     details = [_member_detail(ev, m.name, m.error) for m in down]
     starts = [cmd for _, cmd in details if cmd]
     evidence = "; ".join(d for d, _ in details)
-    if healthy < majority:
+    if not ev.snapshot.etcd_quorum:
         leader = ev.snapshot.leader
         return [Finding(
             f"etcd quorum lost: {healthy}/{len(members)} members healthy (a majority is {majority}); "
@@ -52,8 +52,7 @@ def etcd_quorum(ev: Evidence) -> list[Finding]:
 def no_leader(ev: Evidence) -> list[Finding]:
     """etcd is fine yet no member holds the leader key (quorum loss is reported by etcd_quorum)."""
     snap = ev.snapshot
-    healthy = sum(1 for m in snap.etcd if m.healthy)
-    if snap.leader is not None or healthy < len(ev.spec.postgres_nodes) // 2 + 1:
+    if snap.leader is not None or not snap.etcd_quorum:
         return []
     parts = [f"{m.name} {m.role}/{m.state}" for m in snap.members] or [f"no REST API answers ({snap.patroni_error})"]
     fixes = []

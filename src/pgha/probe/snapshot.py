@@ -75,6 +75,16 @@ class ClusterSnapshot:
     def etcd_healthy(self) -> bool:
         return bool(self.etcd) and all(m.healthy for m in self.etcd)
 
+    @property
+    def etcd_majority(self) -> int:
+        """How many etcd members make a quorum (one per PostgreSQL node, each in the snapshot)."""
+        return len(self.etcd) // 2 + 1
+
+    @property
+    def etcd_quorum(self) -> bool:
+        """A majority of etcd members healthy: Patroni can hold and take the leader key."""
+        return sum(1 for m in self.etcd if m.healthy) >= self.etcd_majority
+
     def routes_to(self, member: str) -> bool:
         """Every reachable HAProxy sends primary traffic to this member, and only to it."""
         views = [h for h in self.haproxy if h.reachable]
