@@ -243,7 +243,8 @@ class Operations:
                 found += pg_probe.query(str(node.address), self.spec.ports.postgresql, self.creds,
                                         "select pid, usename, host(client_addr), application_name "
                                         "from pg_stat_activity where backend_type = 'client backend' "
-                                        "and pid <> pg_backend_pid() and host(client_addr) = any(%s)", (proxies,))
+                                        "and pid <> pg_backend_pid() and host(client_addr) = any(%s)", (proxies,),
+                                        superuser=True)
             except psycopg.Error:
                 continue  # a node that is down has no clients
         return found
@@ -272,7 +273,7 @@ class Operations:
         return pg_probe.query(str(node.address), self.spec.ports.postgresql, self.creds,
                               "select host(client_addr), state, sync_state, "
                               "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint "
-                              "from pg_stat_replication order by 1")
+                              "from pg_stat_replication order by 1", superuser=True)
 
     def history(self) -> list[Any]:
         code, body = self.any_api().get("/history")

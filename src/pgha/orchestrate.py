@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from pgha import etcd_auth, poll
+from pgha import etcd_auth, poll, roles
 from pgha.errors import StepFailed
 from pgha.plan import NodePlan, etcd_env_file
 from pgha.probe import Credentials
@@ -182,6 +182,17 @@ class Orchestrator:
                 for node in others:
                     self.transport.start(node, "patroni")
                 self.wait(name, self.replicas_streaming, 120, "patroni", tuple(others))
+        self.ensure_roles()
+
+    def ensure_roles(self) -> None:
+        """The application role and its database, and the rewind role, on the leader (see :mod:`pgha.roles`)."""
+        with self.step("application and rewind roles"):
+            leader = self.prober.snapshot().leader
+            node = self.spec.member_of(leader.name) if leader else None
+            if node is None:
+                raise StepFailed("application and rewind roles", "no leader to create them on")
+            self.wait("application and rewind roles", lambda: roles.ensure_roles(self.spec, self.creds, node), 30,
+                      "patroni", (node,))
 
     def set_etcd_state(self, state: ClusterState, plans: list[NodePlan], restart: bool = True) -> None:
         """Rewrite etcd.env on each member (paths from its plan); restart them one at a time, keeping quorum."""

@@ -84,6 +84,9 @@ class Secrets:
     etcd_root_password: str = field(default="", repr=False)
     etcd_patroni_password: str = field(default="", repr=False)
     etcd_probe_password: str = field(default="", repr=False)
+    # PostgreSQL roles besides Patroni's superuser and replicator (pgha.roles).
+    app_password: str = field(default="", repr=False)
+    rewind_password: str = field(default="", repr=False)
 
 
 _GENERATORS: dict[str, Callable[[], str]] = {
@@ -95,6 +98,8 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "etcd_root_password": lambda: random_token(PASSWORD_LENGTH),
     "etcd_patroni_password": lambda: random_token(PASSWORD_LENGTH),
     "etcd_probe_password": lambda: random_token(PASSWORD_LENGTH),
+    "app_password": lambda: random_token(PASSWORD_LENGTH),
+    "rewind_password": lambda: random_token(PASSWORD_LENGTH),
 }
 
 

@@ -25,6 +25,9 @@ STATE_ROOT = Path(os.environ.get("PGHA_STATE_ROOT") or (
     "/var/lib/pgha" if os.geteuid() == 0 else Path.home() / ".local/state/pgha"))
 """Where each cluster's state directory lives (the lab needs root, so /var/lib/pgha for it)."""
 
+SUPERUSER, REPLICATION_USER, REWIND_USER = "postgres", "replicator", "rewind"
+RESERVED_ROLES = (SUPERUSER, REPLICATION_USER, REWIND_USER)
+"""PostgreSQL roles pgha configures itself: the superuser, replication and pg_rewind."""
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
 
 
@@ -237,6 +240,13 @@ class Postgresql(Frozen):
         default_factory=lambda: dict(SEED_PG_PARAMETERS))
     bin_dir: AbsPath | None = None
     """Directory of pg_ctl, initdb, pg_rewind; found from ``version`` when not given."""
+    app_user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "app"
+    """The application's role, created at bring-up with a generated password and a database of the same
+    name that it owns; what `pgha dsn` / `pgha psql` / the drills connect as."""
+    admin_addresses: tuple[ipaddress.IPv4Network, ...] | None = None
+    """Where the ``postgres`` superuser may connect from over the network, besides the PostgreSQL nodes
+    (pg_hba rejects it from anywhere else, the VIP included: through HAProxy it comes from an HAProxy
+    node). Default: ``lab.bridge_address`` — the lab's machine; on servers name the operator's machine."""
 
 
 class Watchdog(Frozen):
@@ -447,6 +457,13 @@ class ClusterSpec(Frozen):
         return self.lab.bridge_address or next(self.network.hosts())
 
     @property
+    def admin_networks(self) -> tuple[ipaddress.IPv4Network, ...]:
+        """Where pgha's machine (and any other admin) may log in as the superuser over the network."""
+        if self.postgresql.admin_addresses is not None:
+            return self.postgresql.admin_addresses
+        return (ipaddress.IPv4Network(self.bridge_address),)
+
+    @property
     def pg_bin_dir(self) -> str:
         return self.postgresql.bin_dir or f"/usr/lib/postgresql/{self.postgresql.version}/bin"
 
@@ -586,6 +603,9 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
         errors.append(("lab.bridge_address",
                        f"{spec.bridge_address} (the machine's address on the lab bridge) is taken by a node "
                        "or the VIP; set lab.bridge_address"))
+    if spec.postgresql.app_user in RESERVED_ROLES:
+        errors.append(("postgresql.app_user", f"{spec.postgresql.app_user} is one of pgha's own roles "
+                                              f"({', '.join(RESERVED_ROLES)})"))
     if spec.deploy is not None:
         tz = spec.deploy.timezone
         if tz is not None and not re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+){0,2}", tz):

@@ -126,9 +126,21 @@ class Verifier:
         return snap.vip_answers, f"{tcp}; held by {list(snap.vip_holders) or 'nobody'}"
 
     def streaming(self) -> tuple[bool, str]:
-        rows = pg_probe.query(self.vip, self.port, self.creds,
-                              "select host(client_addr), state, sync_state from pg_stat_replication "
-                              "order by 1")
+        # As the superuser straight on each node: through the VIP it is refused (PostgreSQL sees HAProxy's
+        # address) and the application role sees no other role's replication. The rows of the primary.
+        def on(node: Node) -> list[tuple[Any, ...]] | None:
+            with pg_probe.connect(str(node.address), self.port, self.creds, superuser=True) as conn:
+                recovery = conn.execute("select pg_is_in_recovery()").fetchone()
+                if recovery is None or recovery[0]:
+                    return None
+                return conn.execute("select host(client_addr), state, sync_state from pg_stat_replication "
+                                    "order by 1").fetchall()
+
+        seen = gather({n.name: partial(on, n) for n in self.spec.postgres_nodes}, PROBE_TIMEOUT)
+        primaries = [v for v in seen.values() if isinstance(v, list)]
+        if len(primaries) != 1:
+            return False, f"{len(primaries)} nodes out of recovery (want 1)"
+        rows = primaries[0]
         want = len(self.spec.postgres_nodes) - 1
         ok = len(rows) == want and all(r[1] == "streaming" for r in rows)
         return ok, ", ".join(f"{a} {s} ({sync})" for a, s, sync in rows) or "no rows"

@@ -80,7 +80,7 @@ def test_no_password_on_any_command_line(lab: Lab, lab_spec_file: str) -> None:
 
 def test_dsn_with_password_only_when_asked(lab: Lab, lab_spec_file: str) -> None:
     dsn = run([PGHA, "dsn", "--vip", "--with-password", "--spec", lab_spec_file])
-    assert f"password={load_secrets(lab.state).superuser_password}" in dsn
+    assert f"password={load_secrets(lab.state).app_password}" in dsn
     passfile = lab.state.passfile
     assert passfile.stat().st_mode & 0o777 == 0o600
 

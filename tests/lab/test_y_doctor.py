@@ -121,9 +121,9 @@ def test_pg_hba_without_replication_entry(lab: Lab) -> None:
     host, port = str(leader.address), lab.spec.ports.postgresql
 
     def reconnect_replica() -> None:
-        pg_probe.query(host, port, creds, "select pg_reload_conf()")
+        pg_probe.query(host, port, creds, "select pg_reload_conf()", superuser=True)
         pg_probe.query(host, port, creds, "select pg_terminate_backend(pid) from pg_stat_replication "
-                                          "where host(client_addr) = %s", (str(replica.address),))
+                                          "where host(client_addr) = %s", (str(replica.address),), superuser=True)
 
     with restored(lab):
         try:
@@ -140,7 +140,7 @@ def test_pg_hba_without_replication_entry(lab: Lab) -> None:
         finally:
             with open(hba, "wb") as fh:
                 fh.write(original)
-            pg_probe.query(host, port, creds, "select pg_reload_conf()")
+            pg_probe.query(host, port, creds, "select pg_reload_conf()", superuser=True)
 
 
 def test_etcd_initial_cluster_state_new(lab: Lab) -> None:
@@ -202,7 +202,7 @@ def test_superuser_password_changed_in_database(lab: Lab) -> None:
             f = the(wait_for(lab, "password mismatch named", with_code("postgres.password_db"), 20),
                     "postgres.password_db")
             assert "password authentication failed" in f.evidence
-            assert "ALTER ROLE postgres PASSWORD" in f.fix and lay.patroni_config in f.fix
+            assert "\\password postgres" in f.fix and lay.patroni_config in f.fix
         finally:
             set_password(creds.secrets.superuser_password)
 

@@ -233,7 +233,7 @@ def test_superuser_password_changed_in_the_database() -> None:
     ev = evidence(pg={i: {"pg": PgFact(False, err)} for i in range(3)})
     [f] = postgres.superuser_password(ev)
     assert f.code == "postgres.password_db" and f.node == "postgres-01"
-    assert "ALTER ROLE postgres PASSWORD" in f.fix and "/etc/patroni/config.yml" in f.fix
+    assert "\\password postgres" in f.fix and "/etc/patroni/config.yml" in f.fix
     assert "pw" not in f.fix.split("PASSWORD")[1][:6]  # the password itself is never printed
 
 

@@ -64,7 +64,8 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return ["auth enabled"]
 
     monkeypatch.setattr(etcd_auth, "ensure", ensure)
-    for check in ("etcd_healthy", "leader_is", "replicas_streaming", "routes_to_leader", "vip_answers"):
+    for check in ("etcd_healthy", "leader_is", "replicas_streaming", "ensure_roles", "routes_to_leader",
+                  "vip_answers"):
         monkeypatch.setattr(Orchestrator, check, lambda self, *a: (True, "ok"))
     return out
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from pgha import etcd_auth, poll
+from pgha import etcd_auth, poll, roles
 from pgha import spec as spec_mod
 from pgha.errors import StepFailed
 from pgha.layout import NodeLayout
@@ -53,6 +53,8 @@ def instant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(poll, "time", FakeClock())
     # etcd's authorization talks to etcd itself: tested in test_etcd_auth.py
     monkeypatch.setattr(etcd_auth, "ensure", lambda spec, creds, timeout=5.0: ["auth enabled"])
+    # The PostgreSQL roles are made over SQL on the leader: tested on the lab (test_least_privilege.py)
+    monkeypatch.setattr(roles, "ensure_roles", lambda spec, creds, node: (node.name == "postgres-01", node.name))
 
 
 def test_bring_up_runs_the_seeds_order_and_waits_for_each_outcome() -> None:
@@ -74,7 +76,7 @@ def test_bring_up_runs_the_seeds_order_and_waits_for_each_outcome() -> None:
     assert [name for name, _ in timings.steps] == [
         "certificates and configs", "etcd on the postgres nodes", "etcd health (all members, mTLS)",
         "etcd authorization (users, roles, auth on)", "Patroni on postgres-01, wait for Leader",
-        "Patroni on postgres-02, postgres-03, wait for streaming replicas",
+        "Patroni on postgres-02, postgres-03, wait for streaming replicas", "application and rewind roles",
         "etcd initial-cluster-state = existing", "HAProxy on the haproxy nodes", "keepalived, wait for the VIP"]
     assert prober.woken >= 1  # the replicas' wait woke the HA loops
 

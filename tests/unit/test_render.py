@@ -33,7 +33,8 @@ UPDATE = os.environ.get("PGHA_UPDATE_GOLDEN") == "1"
 # Fixed credentials (the golden files hold them; tests/unit/test_rendering.py shares the same files).
 SECRETS = Secrets(superuser_password="SuperSecret1", replication_password="ReplSecret1",
                   restapi_password="RestSecret1", vrrp_password="Vrrp1234", etcd_root_password="EtcdRoot1",
-                  etcd_patroni_password="EtcdPatroni1", etcd_probe_password="EtcdProbe1")
+                  etcd_patroni_password="EtcdPatroni1", etcd_probe_password="EtcdProbe1", app_password="AppSecret1",
+                  rewind_password="RewindSecret1")
 
 POSTGRES_CONFIGS = ("etc/etcd/etcd.env", "etc/patroni/config.yml", "etc/systemd/system/etcd.service",
                     "etc/systemd/system/patroni.service")
@@ -195,12 +196,49 @@ def test_the_operators_and_the_probes_credentials_never_reach_a_node(spec: Clust
 @pytest.mark.parametrize("node_name", ["postgres-01", "postgres-02", "postgres-03"])
 def test_patroni_pg_hba_is_tls_and_scram_only(plans: dict[str, NodePlan], node_name: str) -> None:
     hba = patroni_config(plans[node_name])["postgresql"]["pg_hba"]
-    special = {"local all postgres peer", "hostnossl all all 0.0.0.0/0 reject"}
+    special = {"local all postgres peer", "hostnossl all all 0.0.0.0/0 reject",
+               "host all postgres,rewind 0.0.0.0/0 reject"}
     assert special <= set(hba)
     others = [rule for rule in hba if rule not in special]
     assert others and all(r.split()[0] == "hostssl" and r.split()[-1] == "scram-sha-256" for r in others), others
     replication = {r.split()[3] for r in others if r.split()[1] == "replication"}
     assert replication == {"127.0.0.1/32", "10.203.0.203/32", "10.203.0.204/32", "10.203.0.205/32"}
+
+
+def hba_method(hba: list[str], database: str, user: str, address: str) -> str | None:
+    """PostgreSQL's first-match rule over TCP with TLS: the method of the first line that matches, if any."""
+    import ipaddress
+
+    for line in hba:
+        kind, dbs, users, net, method = line.split()[:5] if not line.startswith("local") else [""] * 5
+        if kind not in ("host", "hostssl"):
+            continue
+        db_ok = dbs == "all" and database != "replication" or database in dbs.split(",")
+        if db_ok and (users == "all" or user in users.split(",")) and \
+                ipaddress.ip_address(address) in ipaddress.ip_network(net):
+            return method
+    return None
+
+
+def test_pg_hba_superuser_and_rewind_only_from_their_addresses(spec: ClusterSpec) -> None:
+    """The superuser from the PostgreSQL nodes and the admin addresses (default: the lab's machine), the
+    rewind role from the nodes, both rejected elsewhere (the HAProxy nodes: the VIP's clients); the
+    application role from anywhere."""
+    hba = patroni_config(render(spec, "postgres-02"))["postgresql"]["pg_hba"]
+    nodes, proxies, host = ("10.203.0.203", "10.203.0.205"), ("10.203.0.200", "10.203.0.9"), "10.203.0.1"
+    for address in (*nodes, host, "127.0.0.1"):
+        assert hba_method(hba, "postgres", "postgres", address) == "scram-sha-256", address
+    for address in proxies:
+        assert hba_method(hba, "postgres", "postgres", address) == "reject", address
+        assert hba_method(hba, "app", "app", address) == "scram-sha-256", address
+    assert hba_method(hba, "postgres", "rewind", nodes[1]) == "scram-sha-256"
+    assert hba_method(hba, "postgres", "rewind", host) == "reject"
+    assert hba_method(hba, "app", "rewind", nodes[1]) == "reject"
+    data = default_data(lab=True)
+    data["postgresql"] = {"admin_addresses": ["192.0.2.0/28"]}
+    hba = patroni_config(render(parse(data), "postgres-02"))["postgresql"]["pg_hba"]
+    assert hba_method(hba, "postgres", "postgres", "192.0.2.7") == "scram-sha-256"
+    assert hba_method(hba, "postgres", "postgres", host) == "reject"
 
 
 @pytest.mark.parametrize("node_name", ["postgres-01", "postgres-02", "postgres-03"])
@@ -228,6 +266,9 @@ def test_patroni_config_security_settings(plans: dict[str, NodePlan], node_name:
     assert (params["ssl"], params["password_encryption"]) == ("on", "scram-sha-256")
     for role in ("superuser", "replication", "rewind"):
         assert cfg["postgresql"]["authentication"][role]["sslmode"] == "verify-full"
+    # pg_rewind connects with a role of its own, not as the superuser.
+    assert cfg["postgresql"]["authentication"]["rewind"]["username"] == "rewind"
+    assert cfg["postgresql"]["authentication"]["rewind"]["password"] == "RewindSecret1"
 
 
 def test_patroni_can_read_every_file_its_config_names(plans: dict[str, NodePlan]) -> None:

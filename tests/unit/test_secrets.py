@@ -12,7 +12,7 @@ from pgha.errors import PghaError
 from pgha.layout import StateLayout
 from pgha.secrets import RESTAPI_USERNAME, Secrets, ensure_secrets, load_secrets, write_atomic
 
-PASSWORDS = ("superuser_password", "replication_password", "restapi_password")
+PASSWORDS = ("superuser_password", "replication_password", "restapi_password", "app_password", "rewind_password")
 
 
 def mode(path: Path) -> int:
@@ -31,7 +31,7 @@ def test_generates_safe_values(state: StateLayout) -> None:
         assert len(value) == 24 and value.isascii() and value.isalnum(), name
     assert len(s.vrrp_password) == 8 and s.vrrp_password.isascii() and s.vrrp_password.isalnum()
     assert s.restapi_username == RESTAPI_USERNAME == "patroni"
-    assert len({s.superuser_password, s.replication_password, s.restapi_password}) == 3
+    assert len({getattr(s, name) for name in PASSWORDS}) == len(PASSWORDS)
 
 
 def test_file_is_private_yaml(state: StateLayout) -> None:

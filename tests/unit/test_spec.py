@@ -191,6 +191,13 @@ CASES = [
     pytest.param(section("lab", bridge_address="10.203.0.204"),
                  "lab.bridge_address: 10.203.0.204 (the machine's address on the lab bridge) is taken by a node or "
                  "the VIP; set lab.bridge_address", id="bridge-address-taken"),
+    # PostgreSQL roles
+    pytest.param(section("postgresql", app_user="rewind"),
+                 "postgresql.app_user: rewind is one of pgha's own roles (postgres, replicator, rewind)",
+                 id="app-user-reserved"),
+    pytest.param(section("postgresql", app_user="app; drop"),
+                 "postgresql.app_user: String should match pattern '^[a-z_][a-z0-9_]{0,62}$' (got 'app; drop')",
+                 id="app-user-not-an-identifier"),
 ]
 
 

@@ -212,7 +212,11 @@ def _target(fn):  # type: ignore[no-untyped-def]
         click.option("--vip", "target", flag_value="vip", default=True, help="Through the VIP (the primary)."),
         click.option("--replicas", "target", flag_value="replicas", help="Through the VIP's read-only port."),
         click.option("--node", "node", default=None, help="Directly to one PostgreSQL node."),
-        click.option("--dbname", default="postgres", show_default=True),
+        click.option("--superuser", is_flag=True,
+                     help="As postgres, not the application role: only directly to a node (--node) from an "
+                          "admin address (postgresql.admin_addresses); through the VIP it is refused."),
+        click.option("--dbname", default=None, help="Default: the application role's database (postgres "
+                                                     "with --superuser)."),
     ]):
         fn = option(fn)
     return fn
@@ -222,7 +226,8 @@ def _target(fn):  # type: ignore[no-untyped-def]
 @_target
 @click.option("--with-password", is_flag=True,
               help="Put the password in the DSN (default: a passfile= of the state directory, mode 0600).")
-def dsn_cmd(spec_path: str | None, target: str, node: str | None, dbname: str, with_password: bool) -> None:
+def dsn_cmd(spec_path: str | None, target: str, node: str | None, superuser: bool, dbname: str | None,
+            with_password: bool) -> None:
     """Print a libpq DSN (verify-full against the CA): psql "$(pgha dsn --vip)"."""
     from pgha.probe import Credentials
     from pgha.probe.pg import client_dsn
@@ -230,14 +235,15 @@ def dsn_cmd(spec_path: str | None, target: str, node: str | None, dbname: str, w
     spec = load_spec(spec_path, lab_fallback=True)
     if node:
         spec.node(node)  # a wrong name is named before the credentials are looked for
-    click.echo(client_dsn(spec, Credentials.of(spec), node=node, replicas=target == "replicas", dbname=dbname,
-                          with_password=with_password))
+    click.echo(client_dsn(spec, Credentials.of(spec), node=node, replicas=target == "replicas",
+                          superuser=superuser, dbname=dbname, with_password=with_password))
 
 
 @cli.command("psql", context_settings={"ignore_unknown_options": True})
 @_target
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def psql_cmd(spec_path: str | None, target: str, node: str | None, dbname: str, args: tuple[str, ...]) -> None:
+def psql_cmd(spec_path: str | None, target: str, node: str | None, superuser: bool, dbname: str | None,
+             args: tuple[str, ...]) -> None:
     """Run psql against the cluster (verify-full; the password from a 0600 passfile): pgha psql -- -c 'select 1'."""
     from pgha.probe import Credentials
     from pgha.probe.pg import psql_argv
@@ -245,5 +251,6 @@ def psql_cmd(spec_path: str | None, target: str, node: str | None, dbname: str, 
     spec = load_spec(spec_path, lab_fallback=True)
     if node:
         spec.node(node)
-    argv = psql_argv(spec, Credentials.of(spec), args, node=node, replicas=target == "replicas", dbname=dbname)
+    argv = psql_argv(spec, Credentials.of(spec), args, node=node, replicas=target == "replicas",
+                     superuser=superuser, dbname=dbname)
     os.execv(argv[0], argv)  # psql takes over the terminal (Ctrl-C cancels its query, not pgha)

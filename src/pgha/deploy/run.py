@@ -273,6 +273,7 @@ class Deployer:
             self.orch.start_proxies()
         else:
             self.converge(facts, plans, paths)
+            self.orch.ensure_roles()  # a cluster bootstrapped before pgha made them
         result.seconds = time.monotonic() - t0
         if check:
             result.verify = self.verify()

@@ -158,7 +158,7 @@ def _pg(spec: ClusterSpec, node: Node, creds: Credentials, password: str | None)
         creds = dataclasses.replace(creds, secrets=dataclasses.replace(creds.secrets, superuser_password=password))
     host, port = str(node.address), spec.ports.postgresql
     try:
-        with pg_probe.connect(host, port, creds, connect_timeout=CONNECT_TIMEOUT) as conn:
+        with pg_probe.connect(host, port, creds, superuser=True, connect_timeout=CONNECT_TIMEOUT) as conn:
             row = conn.execute("select pg_is_in_recovery(), current_setting('data_checksums') = 'on', "
                                "current_setting('wal_log_hints') = 'on', current_setting('primary_conninfo')"
                                ).fetchone()

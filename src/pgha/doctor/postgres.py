@@ -270,9 +270,10 @@ def superuser_password(ev: Evidence) -> list[Finding]:
             "the superuser password in the database differs from the one in Patroni's config",
             "; ".join(f"{f.node.name}: {err}" for f, err in rejected),
             f"on {lf.node.name} (the leader), over the local socket as postgres: "
-            f"runuser -u postgres -- psql -h {sock} -c \"ALTER ROLE postgres PASSWORD '<password>'\" with "
-            f"<password> = postgresql.authentication.superuser.password of {lf.patroni_config_path} "
-            "(pg_rewind and pgha connect with it)",
+            f"runuser -u postgres -- psql -h {sock} -c '\\password postgres' and enter "
+            f"postgresql.authentication.superuser.password of {lf.patroni_config_path} (Patroni and pgha "
+            "connect with it; psql's \\password sends only a SCRAM verifier: the password reaches no command "
+            "line and no server log, as `ALTER ROLE … PASSWORD '…'` would)",
             node=lf.node.name, code="postgres.password_db"))
     return out
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pgha.errors import MissingPrerequisite, pgha_command
 from pgha.layout import StateLayout
 from pgha.secrets import Secrets, load_secrets
-from pgha.spec import ClusterSpec
+from pgha.spec import SUPERUSER, ClusterSpec
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Credentials:
     secrets: Secrets
     probe_cert: str = ""
     probe_key: str = ""
+    app_user: str = "app"
 
     @classmethod
     def of(cls, spec: ClusterSpec) -> Credentials:
@@ -34,7 +35,18 @@ class Credentials:
                                            f"`{pgha_command('lab', 'up')}` does)")
         pki = state.pki
         return cls(str(pki / "ca.crt"), str(pki / "client.crt"), str(pki / "client.key"), load_secrets(state),
-                   str(pki / "probe.crt"), str(pki / "probe.key"))
+                   str(pki / "probe.crt"), str(pki / "probe.key"), spec.postgresql.app_user)
+
+    def login(self, superuser: bool = False) -> tuple[str, str, str]:
+        """(user, password, database): the application role in its own database, or the superuser."""
+        if superuser:
+            return SUPERUSER, self.secrets.superuser_password, "postgres"
+        return self.app_user, self.secrets.app_password, self.app_user
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        """Every PostgreSQL login pgha's machine uses: user -> password (libpq's passfile)."""
+        return dict(self.login(s)[:2] for s in (False, True))
 
     def tls(self, with_cert: bool = True) -> ssl.SSLContext:
         """A client TLS context: the cluster CA, and pgha's client certificate unless told not to."""

@@ -15,11 +15,13 @@ from pgha.secrets import ensure_passfile
 from pgha.spec import ClusterSpec
 
 
-def dsn(host: str, port: int, creds: Credentials, *, dbname: str = "postgres", user: str = "postgres",
+def dsn(host: str, port: int, creds: Credentials, *, superuser: bool = False, dbname: str | None = None,
         sslmode: str = "verify-full", connect_timeout: int = 3, passfile: str | None = None) -> str:
-    """A libpq DSN; with ``passfile`` it names libpq's password file instead of holding the password."""
-    secret = f"passfile={passfile}" if passfile else f"password={creds.secrets.superuser_password}"
-    return (f"host={host} port={port} dbname={dbname} user={user} {secret} "
+    """A libpq DSN as the application role (in its database) or the superuser; with ``passfile`` it names
+    libpq's password file instead of holding the password."""
+    user, password, database = creds.login(superuser)
+    secret = f"passfile={passfile}" if passfile else f"password={password}"
+    return (f"host={host} port={port} dbname={dbname or database} user={user} {secret} "
             f"sslmode={sslmode} sslrootcert={creds.ca} connect_timeout={connect_timeout}")
 
 
@@ -48,21 +50,23 @@ def endpoint(spec: ClusterSpec, node: str | None = None, replicas: bool = False)
 
 
 def _passfile(spec: ClusterSpec, creds: Credentials) -> str:
-    return str(ensure_passfile(StateLayout(spec.state_dir), {"postgres": creds.secrets.superuser_password}))
+    return str(ensure_passfile(StateLayout(spec.state_dir), creds.passwords))
 
 
 def client_env(spec: ClusterSpec, creds: Credentials) -> dict[str, str]:
-    """libpq's environment for a client tool (pgbench): the passfile, verify-full against the CA, the login."""
+    """libpq's environment for a client tool (pgbench) as the application role: the passfile, verify-full
+    against the CA."""
+    user, _, database = creds.login()
     return {"PGPASSFILE": _passfile(spec, creds), "PGSSLMODE": "verify-full", "PGSSLROOTCERT": creds.ca,
-            "PGUSER": "postgres", "PGDATABASE": "postgres"}
+            "PGUSER": user, "PGDATABASE": database}
 
 
 def client_dsn(spec: ClusterSpec, creds: Credentials, *, node: str | None = None, replicas: bool = False,
-               dbname: str = "postgres", with_password: bool = False) -> str:
+               superuser: bool = False, dbname: str | None = None, with_password: bool = False) -> str:
     """The DSN `pgha dsn` prints: the password in a 0600 passfile of the state directory unless asked for."""
     passfile = None if with_password else _passfile(spec, creds)
     host, port = endpoint(spec, node, replicas)
-    return dsn(host, port, creds, dbname=dbname, connect_timeout=5, passfile=passfile)
+    return dsn(host, port, creds, superuser=superuser, dbname=dbname, connect_timeout=5, passfile=passfile)
 
 
 def psql_argv(spec: ClusterSpec, creds: Credentials, args: tuple[str, ...], **target: Any) -> list[str]:

@@ -5,7 +5,8 @@ Differences from the seed, each fixing one of its traps:
   ``insecure: true`` and HAProxy checks with ``verify required``;
 - unsafe REST endpoints need a password;
 - pg_hba is ``hostssl`` + scram-sha-256 only, plus ``local all postgres peer`` so the seed's
-  section 11 hack is never needed; the superuser password is set by bootstrap itself;
+  section 11 hack is never needed; the superuser password is set by bootstrap itself; the superuser
+  over the network only from the PostgreSQL nodes and the admin addresses; pg_rewind has its own role;
 - ``use_pg_rewind`` with data checksums and wal_log_hints, so an old primary can rejoin.
 """
 
@@ -18,16 +19,25 @@ import yaml
 from pgha.layout import NodeLayout
 from pgha.pki import PATRONI_USER
 from pgha.secrets import Secrets
-from pgha.spec import ClusterSpec
+from pgha.spec import REPLICATION_USER, REWIND_USER, SUPERUSER, ClusterSpec
 
 
 def _hba(layout: NodeLayout) -> list[str]:
+    """First match wins: each privileged role is allowed from its few addresses, then rejected from all
+    others, before the rule that lets every other role (the application's) in from anywhere over TLS."""
     spec = layout.spec
+    nodes = [f"{n.address}/32" for n in spec.postgres_nodes]
+    admins = [str(net) for net in spec.admin_networks if str(net) not in nodes]
     rules = [
-        "local all postgres peer",
-        "hostssl replication replicator 127.0.0.1/32 scram-sha-256",
+        f"local all {SUPERUSER} peer",
+        f"hostssl replication {REPLICATION_USER} 127.0.0.1/32 scram-sha-256",
     ]
-    rules += [f"hostssl replication replicator {n.address}/32 scram-sha-256" for n in spec.postgres_nodes]
+    rules += [f"hostssl replication {REPLICATION_USER} {n} scram-sha-256" for n in nodes]
+    # The superuser: Patroni on each node (local and to the others: pg_rewind's checks, REST) and the admins.
+    rules += [f"hostssl all {SUPERUSER} {n} scram-sha-256" for n in ["127.0.0.1/32", *nodes, *admins]]
+    # pg_rewind runs on a rejoining node against the new leader's database `postgres`.
+    rules += [f"hostssl postgres {REWIND_USER} {n} scram-sha-256" for n in nodes]
+    rules += [f"host all {SUPERUSER},{REWIND_USER} 0.0.0.0/0 reject"]
     rules += [
         "hostssl all all 127.0.0.1/32 scram-sha-256",
         "hostssl all all 0.0.0.0/0 scram-sha-256",
@@ -96,10 +106,11 @@ def config(layout: NodeLayout, secrets: Secrets, *, watchdog: bool = False) -> d
             "pgpass": layout.pgpass,
             "use_unix_socket": True,
             "authentication": {
-                "superuser": {"username": "postgres", "password": secrets.superuser_password, **ssl_client},
-                "replication": {"username": "replicator", "password": secrets.replication_password,
+                "superuser": {"username": SUPERUSER, "password": secrets.superuser_password, **ssl_client},
+                "replication": {"username": REPLICATION_USER, "password": secrets.replication_password,
                                 **ssl_client},
-                "rewind": {"username": "postgres", "password": secrets.superuser_password, **ssl_client},
+                # Not the superuser: Patroni creates it at bootstrap with only pg_rewind's grants.
+                "rewind": {"username": REWIND_USER, "password": secrets.rewind_password, **ssl_client},
             },
             "parameters": parameters,
             "pg_hba": _hba(layout),
