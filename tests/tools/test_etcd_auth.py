@@ -122,11 +122,12 @@ def test_seed_etcdctl_health_and_status_with_the_nodes_certificate(authed: Runni
     assert m.healthy and m.is_leader, m
 
 
-def _peer_get(e: RunningEtcd, ctx: ssl.SSLContext) -> str:
-    """GET /members on the peer port. etcd checks the client certificate's CN after the handshake, so a
-    refusal shows on the first read."""
+def _peer_get(e: RunningEtcd, ctx: ssl.SSLContext, source: str = "127.0.0.1") -> str:
+    """GET /members on the peer port from ``source``. etcd checks the client certificate's CN after the
+    handshake, so a refusal shows on the first read."""
     ctx.check_hostname = False
-    with socket.create_connection(("127.0.0.203", e.spec.ports.etcd_peer), timeout=5) as raw, \
+    with socket.create_connection(("127.0.0.203", e.spec.ports.etcd_peer), timeout=5,
+                                  source_address=(source, 0)) as raw, \
             ctx.wrap_socket(raw, server_hostname="127.0.0.203") as tls:
         tls.sendall(b"GET /members HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         return tls.recv(200).decode(errors="replace")
@@ -135,7 +136,9 @@ def _peer_get(e: RunningEtcd, ctx: ssl.SSLContext) -> str:
 def test_peer_port_takes_the_members_certificate_only(etcd: RunningEtcd) -> None:  # noqa: F811
     member = ssl.create_default_context(cafile=etcd.plan.layout.ca_crt)
     member.load_cert_chain(etcd.plan.layout.etcd_crt, etcd.plan.layout.etcd_key)
-    assert _peer_get(etcd, member).startswith("HTTP/1.1 200")
+    assert _peer_get(etcd, member).startswith("HTTP/1.1 200")  # 127.0.0.1 is one of its SANs
+    # etcd also checks a peer certificate's IP SANs against the address it connects from
+    assert _peer_get(etcd, member, source="127.0.0.9") == ""
     server = ssl.create_default_context(cafile=etcd.plan.layout.ca_crt)
     server.load_cert_chain(etcd.plan.layout.server_crt, etcd.plan.layout.server_key)
     for ctx in (server, *(tls_context(etcd.plan, client_cert=True, name=n) for n in ("client", "patroni", "probe"))):
