@@ -36,6 +36,8 @@ def test_bundle_build(spec_file: Path) -> None:
     with tarfile.open(bundle.tar("postgres")) as tar:
         names = tar.getnames()
     assert "debs/Packages" in names and any(n.startswith("wheels/patroni-") for n in names)
+    assert {"MANIFEST", "MANIFEST.id", "wheels/requirements.txt"} <= set(names)
+    assert bundle.verified_tar("postgres")  # the manifest recorded at build matches the tar
     assert any(n.startswith("debs/postgresql-15_") for n in names)
     with tarfile.open(bundle.tar("haproxy")) as tar:
         names = tar.getnames()

@@ -8,8 +8,15 @@ The bundle directory holds:
     wheels/      Patroni and its dependencies as wheels (sdists built into wheels here)
     <role>.tar   what one role's servers get (postgres, haproxy), streamed over SSH: its own .debs
                  with a flat-repository ``Packages`` index (read by the server's apt through a file:
-                 source), the wheels for the postgres role, and MANIFEST / MANIFEST.id (the sha256 of
-                 MANIFEST: a server holding the same id needs nothing shipped)
+                 source), the wheels for the postgres role with ``wheels/requirements.txt`` (each wheel
+                 pinned by version and SHA-256, for ``pip install --require-hashes``), and MANIFEST
+                 (``sha256sum`` format: every file of the tar) / MANIFEST.id (the sha256 of MANIFEST:
+                 a server holding the same id needs nothing shipped)
+    <role>.manifest, <role>.id   the manifest and its id recorded at build, outside the tar
+
+The manifest is checked on this machine before shipping (:meth:`Bundle.verified_tar`: every member of
+the tar against the manifest recorded at build) and on each server before anything is installed
+(``sha256sum -c``); apt reads the bundle's flat repository as trusted only after that check.
 
 It is built for the release of the operator's machine (its apt lists and its Python): build it on a
 machine of the servers' Debian release (``--distro`` is checked, not cross-resolved).
@@ -26,6 +33,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,7 +62,38 @@ class Bundle:
         return (self.dir / f"{role}.id").read_text().strip()
 
     def exists(self) -> bool:
-        return all(self.tar(r).exists() and (self.dir / f"{r}.id").exists() for r in ROLES)
+        return all(self.tar(r).exists() and (self.dir / f"{r}.id").exists() and (self.dir / f"{r}.manifest").exists()
+                   for r in ROLES)
+
+    def verified_tar(self, role: str) -> bytes:
+        """The role's tar, after every member was checked against the manifest recorded at build."""
+        data = self.tar(role).read_bytes()
+        ident, recorded = self.manifest_id(role), (self.dir / f"{role}.manifest").read_bytes()
+        altered = f"{self.tar(role)}: {{}}: the bundle was altered after it was built; nothing was shipped"
+        if hashlib.sha256(recorded).hexdigest() != ident:
+            raise _altered(altered.format(f"{role}.manifest does not hash to {role}.id"))
+        want = {name: digest for digest, name in (line.split("  ", 1) for line in recorded.decode().splitlines())}
+        seen: set[str] = set()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                name = member.name
+                if not member.isfile() or name.startswith("/") or ".." in name.split("/"):
+                    raise _altered(altered.format(f"{name} is not a plain file inside the bundle"))
+                f = tar.extractfile(member)
+                content = f.read() if f else b""
+                if name == "MANIFEST":
+                    ok = content == recorded
+                elif name == "MANIFEST.id":
+                    ok = content.decode().strip() == ident
+                else:
+                    ok = want.get(name) == hashlib.sha256(content).hexdigest()
+                if not ok:
+                    raise _altered(altered.format(f"{name} does not match the manifest recorded at build"))
+                seen.add(name)
+        missing = sorted(set(want) - seen)
+        if missing:
+            raise _altered(altered.format(f"{missing[0]} is missing"))
+        return data
 
     def built_for(self, spec: ClusterSpec) -> bool:
         """Whether the bundle's PostgreSQL came from where the spec says (``sources.json``; a bundle
@@ -62,6 +101,10 @@ class Bundle:
         path = self.dir / "sources.json"
         have = json.loads(path.read_text()) if path.exists() else {"postgresql": "distribution"}
         return bool(have == bundle_sources(spec))
+
+
+def _altered(message: str) -> PghaError:
+    return PghaError(message, hint="rebuild it from trusted sources: pgha bundle build --force")
 
 
 def bundle_sources(spec: ClusterSpec) -> dict[str, str]:
@@ -167,25 +210,45 @@ def _wheels(requirement: str, dest: Path) -> None:
           requirement], f"pip wheel {requirement}")
 
 
-def _role_tar(root: Path, role: str, debs: set[str], with_wheels: bool) -> None:
-    """One role's tar: its .debs and index, the wheels if it runs Patroni, a manifest and its id."""
+def wheel_requirements(wheels: Path, requirement: str) -> str:
+    """``requirements.txt`` for ``pip install --require-hashes``: every wheel pinned by version and SHA-256
+    (the requirement's extras kept on its own project, so pip resolves the same set offline)."""
+    head = re.match(r"[A-Za-z0-9_.-]+(\[[^\]]*\])?", requirement)
+    project, extras = (_canonical(head.group(0).split("[")[0]), head.group(1) or "") if head else ("", "")
+    lines = []
+    for whl in sorted(wheels.glob("*.whl")):
+        name, version = whl.name.split("-")[:2]
+        digest = hashlib.sha256(whl.read_bytes()).hexdigest()
+        lines.append(f"{name}{extras if _canonical(name) == project else ''}=={version} --hash=sha256:{digest}")
+    return "\n".join(lines) + "\n"
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _role_tar(root: Path, role: str, debs: set[str], wheels_requirement: str | None) -> None:
+    """One role's tar: its .debs and index, the wheels (pinned by hash) if it runs Patroni, a manifest and
+    its id; the manifest and id are also recorded next to the tar (checked before shipping)."""
     files: dict[str, Path] = {f"debs/{n}": root / "debs" / n for n in debs}
-    if with_wheels:
-        files.update({f"wheels/{p.name}": p for p in (root / "wheels").iterdir()})
-    index = packages_index(root / "debs", debs).encode()
+    generated = {"debs/Packages": packages_index(root / "debs", debs).encode()}
+    if wheels_requirement is not None:
+        files.update({f"wheels/{p.name}": p for p in (root / "wheels").glob("*.whl")})
+        generated["wheels/requirements.txt"] = wheel_requirements(root / "wheels", wheels_requirement).encode()
     lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {name}" for name, p in sorted(files.items())]
-    lines.append(f"{hashlib.sha256(index).hexdigest()}  debs/Packages")
+    lines += [f"{hashlib.sha256(data).hexdigest()}  {name}" for name, data in generated.items()]
     manifest = ("\n".join(lines) + "\n").encode()
     ident = hashlib.sha256(manifest).hexdigest()
     tmp = root / f"{role}.tar.tmp"
     with tarfile.open(tmp, "w") as tar:
         for name, p in sorted(files.items()):
             tar.add(p, arcname=name)
-        for name, data in (("debs/Packages", index), ("MANIFEST", manifest), ("MANIFEST.id", ident.encode())):
+        for name, data in (*generated.items(), ("MANIFEST", manifest), ("MANIFEST.id", ident.encode())):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
     os.replace(tmp, root / f"{role}.tar")
+    (root / f"{role}.manifest").write_bytes(manifest)
     (root / f"{role}.id").write_text(ident + "\n")
 
 
@@ -218,6 +281,6 @@ def build(spec: ClusterSpec, distro: str | None = None, *, force: bool = False) 
         missing = sorted(n for n in names if not (bundle.dir / "debs" / n).exists())
         if missing:
             raise PghaError(f"bundle: apt resolved {', '.join(missing[:5])} but did not download it")
-        _role_tar(bundle.dir, role, names, with_wheels=role == "postgres")
+        _role_tar(bundle.dir, role, names, spec.deploy.patroni if role == "postgres" else None)
     (bundle.dir / "sources.json").write_text(json.dumps(bundle_sources(spec)) + "\n")
     return bundle

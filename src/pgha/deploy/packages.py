@@ -90,17 +90,30 @@ def _bundle_apt_options() -> str:
             "-o APT::Get::List-Cleanup=0")
 
 
+def _check_manifest(directory: str) -> str:
+    """Shell: every file of the bundle in ``directory`` against its MANIFEST (fails on any mismatch)."""
+    return f"(cd {directory} && sha256sum --quiet --strict -c MANIFEST)"
+
+
 def ship_bundle(t: SshTransport, node: Node, tar_bytes: bytes, manifest_id: str) -> bool:
-    """Send the bundle (a tar stream over the SSH session) unless the server has this very one."""
+    """Send the bundle (a tar stream over the SSH session) unless the server has this very one; it is
+    extracted as root's own files and checked against its manifest (whose SHA-256 must be ``manifest_id``)
+    before apt is told to trust it."""
     have = t.read_file(node, f"{REMOTE_BUNDLE}/MANIFEST.id")
     if have is not None and have.decode().strip() == manifest_id:
         return False
-    script = (f"rm -rf {REMOTE_BUNDLE}.new && mkdir -p {REMOTE_BUNDLE}.new && tar -x -C {REMOTE_BUNDLE}.new && "
-              f"rm -rf {REMOTE_BUNDLE} && mv {REMOTE_BUNDLE}.new {REMOTE_BUNDLE} && "
-              f"echo 'deb [trusted=yes] file:{REMOTE_BUNDLE}/debs ./' > {REMOTE_BUNDLE}/pgha-bundle.list")
+    new = f"{REMOTE_BUNDLE}.new"
+    script = (f"set -e\nrm -rf {new}\nmkdir -p -m 0755 {new}\n"
+              f"tar --no-same-owner --no-same-permissions -x -C {new}\n"
+              f"test \"$(sha256sum < {new}/MANIFEST | cut -d' ' -f1)\" = {shlex.quote(manifest_id)} || "
+              "{ echo 'MANIFEST is not the one this machine shipped' >&2; exit 1; }\n"
+              f"{_check_manifest(new)}\n"
+              f"rm -rf {REMOTE_BUNDLE}\nmv {new} {REMOTE_BUNDLE}\n"
+              f"echo 'deb [trusted=yes] file:{REMOTE_BUNDLE}/debs ./' > {REMOTE_BUNDLE}/pgha-bundle.list\n")
     res = t.shell(node, script, timeout=600, stdin=tar_bytes)
     if not res.ok:
-        raise PghaError(f"{node.name}: shipping the package bundle failed", details=res.stderr.strip()[-2000:])
+        raise PghaError(f"{node.name}: shipping the package bundle failed (its checksums are checked there)",
+                        details=(res.stdout + res.stderr).strip()[-2000:])
     return True
 
 
@@ -114,9 +127,9 @@ def install(t: SshTransport, node: Node, have: PackageFacts, apt_sources: tuple[
         t.sync_entries(node, apt_sources)
     if have.missing:
         pkgs = " ".join(have.missing)
-        if offline:
+        if offline:  # [trusted=yes] only for files that match the manifest, checked again now
             apt = f"{_APT} {_bundle_apt_options()}"
-            update = f"{apt} update -qq"
+            update = f"{_check_manifest(REMOTE_BUNDLE)}\n{apt} update -qq"
         else:
             apt, update = _APT, f"{_APT} update -qq"
         script = (f"set -e\n{_NO_DAEMONS}\ntrap 'rm -f /usr/sbin/policy-rc.d' EXIT\n{_PG_NO_MAIN}\n"
@@ -135,9 +148,11 @@ def install(t: SshTransport, node: Node, have: PackageFacts, apt_sources: tuple[
     if not have.patroni_ok:
         venv = spec.paths.patroni_venv
         req = shlex.quote(spec.deploy.patroni)
-        source = f"--no-index --find-links {REMOTE_BUNDLE}/wheels" if offline else ""
-        script = (f"set -e\nmkdir -p $(dirname {venv})\n/usr/bin/python3 -m venv {venv}\n"
-                  f"{venv}/bin/pip install -q --disable-pip-version-check {source} {req}\n"
+        wheels = f"{REMOTE_BUNDLE}/wheels"
+        source = (f"{_check_manifest(REMOTE_BUNDLE)}\n{venv}/bin/pip install -q --disable-pip-version-check "
+                  f"--no-index --find-links {wheels} --require-hashes --only-binary=:all: -r {wheels}/requirements.txt"
+                  if offline else f"{venv}/bin/pip install -q --disable-pip-version-check {req}")
+        script = (f"set -e\nmkdir -p $(dirname {venv})\n/usr/bin/python3 -m venv {venv}\n{source}\n"
                   f"chmod -R a+rX {venv}\n"
                   f"runuser -u postgres -- {venv}/bin/python -c 'import patroni, psycopg, etcd'\n")
         res = t.shell(node, script, timeout=600)

@@ -295,7 +295,7 @@ class Deployer:
                         raise UsageError(f"the package bundle in {bundle.dir} has PostgreSQL from elsewhere than "
                                          "deploy.postgresql says",
                                          hint=f"rebuild it: {pgha_command('bundle', 'build')}")
-                    tars = {r: (bundle.tar(r).read_bytes(), bundle.manifest_id(r)) for r in ROLES}
+                    tars = {r: (bundle.verified_tar(r), bundle.manifest_id(r)) for r in ROLES}
 
                 def one(f: ServerFacts) -> None:
                     if tars:
