@@ -51,7 +51,7 @@ RESERVED_CNS = (ROOT_USER, PATRONI_USER, PROBE_USER, ETCD_PEER_CN)
 """Names a node (its server certificate's CN) must not take: etcd maps a CN to the user of that name on
 its gRPC API, and etcd-peer opens the peer port."""
 CA_DAYS = 7300  # the seed's `openssl req -x509 -days 7300`
-LEAF_DAYS = 3650
+LEAF_DAYS = 365  # the default of the spec's pki.leaf_days
 RENEW_DAYS = 30
 CLOCK_SKEW = timedelta(minutes=5)  # not_before a little in the past: nodes' clocks are never exact
 KEY_MODE, CERT_MODE = 0o600, 0o644
@@ -236,7 +236,8 @@ def combined_pem(cert_pem: bytes, key_pem: bytes) -> bytes:
 
 
 def _key_usage(*, leaf: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=leaf, content_commitment=False, key_encipherment=leaf,
+    # ECDSA keys sign (ECDHE handshakes); they never encipher a key: no keyEncipherment on the leaves.
+    return x509.KeyUsage(digital_signature=leaf, content_commitment=False, key_encipherment=False,
                          data_encipherment=False, key_agreement=False, key_cert_sign=not leaf,
                          crl_sign=not leaf, encipher_only=False, decipher_only=False)
 
@@ -440,7 +441,7 @@ def ensure_pki(spec: ClusterSpec, state: StateLayout, *, now: datetime | None = 
                 actions += _keep(crt, key_path)
                 continue
             action, reason = Action.REISSUED, "; ".join(problems)
-        cert, key = _issue_leaf(exp, ca, ca_key, now=now)
+        cert, key = _issue_leaf(exp, ca, ca_key, days=spec.pki.leaf_days, now=now)
         _write_pair(crt, key_path, cert, key)
         actions += [PkiAction(key_path, action, reason), PkiAction(crt, action, reason)]
     return PkiReport(state.pki, tuple(actions))

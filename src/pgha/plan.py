@@ -21,7 +21,7 @@ from pgha.render import haproxy as haproxy_render
 from pgha.render import keepalived as keepalived_render
 from pgha.render import patroni as patroni_render
 from pgha.render.systemd import render_dropin, render_tmpfiles, render_unit
-from pgha.secrets import Secrets
+from pgha.secrets import STATS_USERNAME, Secrets
 from pgha.service import Service
 from pgha.spec import ClusterSpec, Node
 from pgha.topology import services_of
@@ -162,7 +162,10 @@ def _haproxy_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets) -> tu
     ]
     files = [
         FileEntry(layout.haproxy_ca, certs.ca_crt, "root", "root", 0o644),
-        FileEntry(layout.haproxy_cfg, haproxy_render.render(layout).encode(), "root", "root", 0o644),
+        # 0600: it holds the stats page's password (HAProxy reads it as root before dropping privileges).
+        FileEntry(layout.haproxy_cfg, haproxy_render.render(layout, STATS_USERNAME,
+                                                            secrets.haproxy_stats_password).encode(),
+                  "root", "root", 0o600),
         FileEntry(layout.keepalived_conf, keepalived_render.render_conf(layout, secrets.vrrp_password).encode(),
                   "root", "root", 0o600),
         # Only root may write it (keepalived's enable_script_security); keepalived_script runs it.

@@ -27,6 +27,8 @@ PASSWORD_LENGTH = 24
 VRRP_PASS_LENGTH = 8
 """keepalived silently truncates auth_pass to 8 characters, so a longer one only pretends."""
 RESTAPI_USERNAME = "patroni"
+STATS_USERNAME = "pgha"
+"""HAProxy's stats page (pgha's probes read it) asks for this user and ``haproxy_stats_password``."""
 
 # Letters and digits only: nothing to quote or escape in libpq DSNs, .pgpass, YAML or shell lines.
 _SAFE = re.compile(r"[A-Za-z0-9]+")
@@ -87,6 +89,7 @@ class Secrets:
     # PostgreSQL roles besides Patroni's superuser and replicator (pgha.roles).
     app_password: str = field(default="", repr=False)
     rewind_password: str = field(default="", repr=False)
+    haproxy_stats_password: str = field(repr=False, default="")
 
 
 _GENERATORS: dict[str, Callable[[], str]] = {
@@ -100,6 +103,7 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "etcd_probe_password": lambda: random_token(PASSWORD_LENGTH),
     "app_password": lambda: random_token(PASSWORD_LENGTH),
     "rewind_password": lambda: random_token(PASSWORD_LENGTH),
+    "haproxy_stats_password": lambda: random_token(PASSWORD_LENGTH),
 }
 
 

@@ -172,7 +172,8 @@ class Ports(Frozen):
     """HAProxy frontend for read-only traffic, routed to replicas via Patroni's /replica."""
     restapi: Annotated[int, Field(ge=1, le=65535)] = 8008
     haproxy_monitor: Annotated[int, Field(ge=1, le=65535)] = 8404
-    """HAProxy stats page and health URI, bound to loopback only (keepalived's check uses it)."""
+    """HAProxy's stats page on the node's address, behind a password (pgha's probes read it), and its
+    health URI on 127.0.0.1 (keepalived's check)."""
 
 
 class Dcs(Frozen):
@@ -246,7 +247,8 @@ class Postgresql(Frozen):
     admin_addresses: tuple[ipaddress.IPv4Network, ...] | None = None
     """Where the ``postgres`` superuser may connect from over the network, besides the PostgreSQL nodes
     (pg_hba rejects it from anywhere else, the VIP included: through HAProxy it comes from an HAProxy
-    node). Default: ``lab.bridge_address`` — the lab's machine; on servers name the operator's machine."""
+    node), and where Patroni accepts unsafe REST calls from (``restapi.allowlist``, with the PostgreSQL
+    nodes). Default: ``lab.bridge_address`` — the lab's machine; on servers name the operator's machine."""
 
 
 class Watchdog(Frozen):
@@ -285,6 +287,13 @@ class Paths(Frozen):
     """Debian's etcd-server; /usr/local/bin/etcd for the release tarball the seed installs."""
     patroni_venv: AbsPath = "/opt/pgha/patroni"
     """A virtualenv with Patroni, built from the system Python so ``postgres`` can execute it."""
+
+
+class Pki(Frozen):
+    """The cluster's certificates (issued by `pgha certs`, `lab up` and `deploy`)."""
+
+    leaf_days: Annotated[int, Field(ge=31, le=3650)] = 365
+    """Validity of new leaf certificates (servers, clients); renewed when 30 days are left."""
 
 
 class LabSettings(Frozen):
@@ -408,6 +417,7 @@ class ClusterSpec(Frozen):
     postgresql: Postgresql = Postgresql()
     watchdog: Watchdog = Watchdog()
     paths: Paths = Paths()
+    pki: Pki = Pki()
     lab: LabSettings = LabSettings()
     deploy: Deploy | None = None
     """Present for a cluster of real servers (`pgha deploy`); absent for the lab."""
@@ -458,7 +468,8 @@ class ClusterSpec(Frozen):
 
     @property
     def admin_networks(self) -> tuple[ipaddress.IPv4Network, ...]:
-        """Where pgha's machine (and any other admin) may log in as the superuser over the network."""
+        """Where pgha's machine (and any other admin) may log in as the superuser over the network and make
+        Patroni's unsafe REST calls from."""
         if self.postgresql.admin_addresses is not None:
             return self.postgresql.admin_addresses
         return (ipaddress.IPv4Network(self.bridge_address),)

@@ -25,7 +25,7 @@ def port_matrix(spec: ClusterSpec, source: Node | None) -> list[PortTarget]:
     PostgreSQL (replication, pg_rewind) and Patroni's REST API; HAProxy nodes reach PostgreSQL and the
     REST API (health checks). The operator's machine (pgha's probes) reaches etcd's client port,
     PostgreSQL and the REST API of the PostgreSQL nodes and the HAProxy nodes' stats port.
-    VRRP (IP protocol 112, multicast) is not TCP: the VIP diagnoses judge it from the holders;
+    VRRP (IP protocol 112, unicast between the HAProxy nodes) is not TCP: the VIP diagnoses judge it from the holders;
     the applications' port on the VIP exists once keepalived holds it (verify checks it).
     """
     p = spec.ports

@@ -34,6 +34,7 @@ from pgha.plan import CertFiles, NodePlan, build
 from pgha.render.etcd import parse_env
 from pgha.secrets import ensure_secrets
 from pgha.spec import ClusterSpec, parse
+from tests import tls_probe
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs the real tools as root, as CI does")
 
@@ -268,6 +269,20 @@ def test_etcd_refuses_clients_without_a_certificate(etcd: RunningEtcd) -> None:
     while "client didn't provide a certificate" not in etcd.log.read_text():
         assert time.monotonic() < deadline, etcd.log.read_text()[-3000:]
         time.sleep(0.05)
+
+
+def test_etcd_speaks_the_cipher_policy_only(etcd: RunningEtcd) -> None:
+    """TLS 1.2 with CBC and SHA-1 is refused (issue 18); TLS 1.3 and TLS 1.2 ECDHE-AEAD are served."""
+    lay = etcd.plan.layout
+    port = etcd.spec.ports.etcd_client
+    weak = tls_probe.handshake("127.0.0.203", port, tls_probe.context(lay.ca_crt, lay.client_crt, lay.client_key,
+                                                                      weak=True))
+    assert weak.startswith("refused"), weak
+    assert tls_probe.handshake("127.0.0.203", port, tls_probe.context(lay.ca_crt, lay.client_crt,
+                                                                     lay.client_key)).startswith("TLSv1.3")
+    tls12 = tls_probe.context(lay.ca_crt, lay.client_crt, lay.client_key)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert tls_probe.handshake("127.0.0.203", port, tls12) == "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256"
 
 
 def test_etcd_knows_every_rendered_variable(etcd: RunningEtcd) -> None:

@@ -118,7 +118,7 @@ def test_every_leaf_is_signed_by_the_ca(state: StateLayout, issued: pki.PkiRepor
         ca_pub.verify(leaf.signature, leaf.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
         assert not ext(leaf, x509.BasicConstraints).value.ca
         days = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).days
-        assert 3650 <= days <= 3651, stem
+        assert 365 <= days <= 366, stem  # issue 18: one year by default (pki.leaf_days), was ten
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
@@ -131,7 +131,7 @@ def test_etcd_cert(state: StateLayout, issued: pki.PkiReport, index: int) -> Non
     assert set(ext(c, x509.ExtendedKeyUsage).value) == {ExtendedKeyUsageOID.SERVER_AUTH,
                                                          ExtendedKeyUsageOID.CLIENT_AUTH}
     ku = ext(c, x509.KeyUsage).value
-    assert ku.digital_signature and ku.key_encipherment and not ku.key_cert_sign
+    assert ku.digital_signature and not ku.key_encipherment and not ku.key_cert_sign  # ECDSA: signs only
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
@@ -214,7 +214,7 @@ def test_vip_change_reissues_server_certs(state: StateLayout, issued: pki.PkiRep
 
 
 def test_expiring_leaf_is_reissued(spec: ClusterSpec, state: StateLayout, issued: pki.PkiReport) -> None:
-    later = datetime.now(UTC) + timedelta(days=3650 - 10)
+    later = datetime.now(UTC) + timedelta(days=365 - 10)
     report = pki.ensure_pki(spec, state, now=later)
     for stem in LEAVES:
         assert report.action_for(f"{stem}.crt").action is pki.Action.REISSUED
@@ -279,7 +279,16 @@ def test_check_clean(spec: ClusterSpec, state: StateLayout, issued: pki.PkiRepor
     assert all(s.ok for s in statuses), [s.problems for s in statuses]
     server = status(spec, state, "server-postgres-02")
     assert server.common_name == "postgres-02" and f"IP:{VIP}" in server.sans
-    assert server.days_left in (3649, 3650) and server.not_after is not None
+    assert server.days_left in (364, 365) and server.not_after is not None
+
+
+def test_leaf_lifetime_from_the_spec(tmp_path: Path) -> None:
+    data = default_data(lab=True)
+    data["pki"] = {"leaf_days": 90}
+    state = StateLayout(tmp_path / "state")
+    pki.ensure_pki(parse(data), state)
+    leaf = cert(state, "client")
+    assert (leaf.not_valid_after_utc - leaf.not_valid_before_utc).days == 90
 
 
 def test_check_nothing_there(spec: ClusterSpec, state: StateLayout) -> None:

@@ -34,7 +34,7 @@ UPDATE = os.environ.get("PGHA_UPDATE_GOLDEN") == "1"
 SECRETS = Secrets(superuser_password="SuperSecret1", replication_password="ReplSecret1",
                   restapi_password="RestSecret1", vrrp_password="Vrrp1234", etcd_root_password="EtcdRoot1",
                   etcd_patroni_password="EtcdPatroni1", etcd_probe_password="EtcdProbe1", app_password="AppSecret1",
-                  rewind_password="RewindSecret1")
+                  rewind_password="RewindSecret1", haproxy_stats_password="StatsSecret1")
 
 POSTGRES_CONFIGS = ("etc/etcd/etcd.env", "etc/patroni/config.yml", "etc/systemd/system/etcd.service",
                     "etc/systemd/system/patroni.service")
@@ -127,7 +127,7 @@ POSTGRES_FILES = {
 }
 HAPROXY_FILES = {
     "/etc/haproxy/ca.crt": ("root", "root", 0o644, ()),
-    "/etc/haproxy/haproxy.cfg": ("root", "root", 0o644, ()),
+    "/etc/haproxy/haproxy.cfg": ("root", "root", 0o600, ()),
     "/etc/keepalived/keepalived.conf": ("root", "root", 0o600, ()),  # holds the VRRP password
     "/etc/keepalived/check_haproxy.sh": ("root", "root", 0o755, ()),
     "/etc/systemd/system/keepalived.service.d/pgha.conf": ("root", "root", 0o644, ()),  # releases the VIP

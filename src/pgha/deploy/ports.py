@@ -12,7 +12,7 @@
                ``operator_ports``)
     clean up   the listeners killed by pid as soon as the connects are done
 
-VRRP (IP protocol 112, multicast between the HAProxy nodes) is not TCP and cannot be tried this way: the
+VRRP (IP protocol 112, unicast between the HAProxy nodes) is not TCP and cannot be tried this way: the
 report says so. The applications' port on the VIP exists once keepalived holds it: `verify` checks it.
 """
 
@@ -190,7 +190,7 @@ def check(spec: ClusterSpec, transport: Transport, selected: tuple[Node, ...] | 
         _parallel(lambda nd: _stop(transport, nd[0], nd[1]["pid"]),
                   [(n, d) for n, d in zip(nodes, started, strict=True) if d.get("pid")])
     haproxy = ", ".join(n.name for n in spec.haproxy_nodes)
-    notes = (f"not checked: VRRP (IP protocol 112, multicast to 224.0.0.18) between {haproxy}, keepalived's "
+    notes = (f"not checked: VRRP (IP protocol 112, unicast) between {haproxy}, keepalived's "
              "election: not TCP; allow it between them (e.g. `iptables -A INPUT -p vrrp -s <peer> -j ACCEPT`)",
              f"not checked here: applications -> VIP {spec.vip.address}:{spec.ports.postgresql} and "
              f":{spec.ports.postgresql_replicas} (the VIP exists once keepalived runs; "

@@ -71,7 +71,7 @@ def vip(ev: Evidence) -> list[Finding]:
                 " (a keepalived restart releases an address it no longer owns)"
         else:
             fix = ("every holder believes it is MASTER: VRRP adverts do not pass between the HAProxy nodes; "
-                   "allow IP protocol 112 (multicast 224.0.0.18) between them, then "
+                   "allow IP protocol 112 (unicast between their addresses) between them, then "
                    + " ; ".join(ev.restart(f.node, "keepalived") for f in facts))
         out.append(Finding(f"the VIP {snap.vip_address} is held by {len(holders)} hosts: {', '.join(holders)}",
                            "; ".join(seen), fix, code="vip.split"))

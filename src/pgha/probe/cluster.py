@@ -82,7 +82,7 @@ class Prober:
             calls[("etcd", n.name)] = partial(etcd_probe.member, spec, n, self.creds, t)
             calls[("patroni", n.name)] = partial(self._patroni, n)
         for n in spec.haproxy_nodes:
-            calls[("haproxy", n.name)] = partial(haproxy_probe.view, spec, n, t)
+            calls[("haproxy", n.name)] = partial(haproxy_probe.view, spec, n, self.creds.secrets, t)
         if self.transport is not None:
             calls[("holders", "")] = lambda: self._vip_holders_answering(t)
         else:

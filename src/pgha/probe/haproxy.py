@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from pgha.secrets import STATS_USERNAME, Secrets
 from pgha.spec import ClusterSpec, Node
 
 PRIMARY_BACKEND = "postgres_primary"
@@ -43,10 +44,11 @@ class HaproxyView:
         return self.up(REPLICA_BACKEND)
 
 
-def view(spec: ClusterSpec, node: Node, timeout: float = 2.0) -> HaproxyView:
+def view(spec: ClusterSpec, node: Node, secrets: Secrets, timeout: float = 2.0) -> HaproxyView:
+    """The backends' states from the node's stats page (behind a password, see the rendered haproxy.cfg)."""
     url = f"http://{node.address}:{spec.ports.haproxy_monitor}/stats;csv"
     try:
-        r = httpx.get(url, timeout=timeout)
+        r = httpx.get(url, timeout=timeout, auth=(STATS_USERNAME, secrets.haproxy_stats_password))
         r.raise_for_status()
     except httpx.HTTPError as exc:
         return HaproxyView(node.name, False, error=f"{type(exc).__name__}: {exc}")

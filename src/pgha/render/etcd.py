@@ -8,6 +8,7 @@ from typing import Literal
 from pgha.layout import NodeLayout
 from pgha.pki import ETCD_PEER_CN
 from pgha.spec import ClusterSpec
+from pgha.tlspolicy import GO_CIPHERS
 
 ClusterState = Literal["new", "existing"]
 
@@ -50,6 +51,7 @@ def environment(layout: NodeLayout, state: ClusterState) -> dict[str, str]:
         "ETCD_PEER_CERT_FILE": layout.etcd_crt,
         "ETCD_PEER_KEY_FILE": layout.etcd_key,
         **peer_policy(),
+        "ETCD_CIPHER_SUITES": GO_CIPHERS,  # client and peer listeners alike
     }
 
 

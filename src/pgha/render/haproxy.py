@@ -5,6 +5,7 @@ from __future__ import annotations
 from pgha.layout import NodeLayout
 from pgha.render import fill
 from pgha.spec import ClusterSpec
+from pgha.tlspolicy import MIN_VERSION, OPENSSL_CIPHERS
 
 
 def _servers(spec: ClusterSpec, ca_file: str) -> str:
@@ -19,7 +20,7 @@ def _servers(spec: ClusterSpec, ca_file: str) -> str:
     return "\n".join(lines)
 
 
-def render(layout: NodeLayout) -> str:
+def render(layout: NodeLayout, stats_user: str, stats_password: str) -> str:
     spec, t = layout.spec, layout.spec.haproxy
     servers = _servers(spec, layout.haproxy_ca)
     return fill(
@@ -28,6 +29,9 @@ def render(layout: NodeLayout) -> str:
         node=layout.node.name,
         node_address=layout.node.address,
         stats_socket=layout.haproxy_socket,
+        ciphers=OPENSSL_CIPHERS,
+        min_version=MIN_VERSION,
+        stats_auth=f"{stats_user}:{stats_password}",
         timeout_connect=t.timeout_connect_ms,
         timeout_client=t.timeout_client_ms,
         timeout_server=t.timeout_server_ms,

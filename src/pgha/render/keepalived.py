@@ -23,6 +23,7 @@ def render_conf(layout: NodeLayout, auth_pass: str) -> str:
         rise=spec.keepalived.rise,
         state=state,
         interface=spec.vip.interface,
+        unicast=_unicast(layout),
         router_id=spec.vip.router_id,
         priority=priority,
         advert_int=spec.vip.advert_int,
@@ -31,6 +32,15 @@ def render_conf(layout: NodeLayout, auth_pass: str) -> str:
         vip=spec.vip.address,
         prefix=spec.vip.prefix,
     )
+
+
+def _unicast(layout: NodeLayout) -> str:
+    """Adverts sent to the other HAProxy nodes only, not multicast to the whole segment (README, Security)."""
+    peers = [n.address for n in layout.spec.haproxy_nodes if n != layout.node]
+    if not peers:
+        return ""
+    return (f"    unicast_src_ip {layout.node.address}\n    unicast_peer {{\n"
+            + "".join(f"        {a}\n" for a in peers) + "    }\n")
 
 
 def render_check(layout: NodeLayout) -> str:

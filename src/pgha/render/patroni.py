@@ -3,7 +3,8 @@
 Differences from the seed, each fixing one of its traps:
 - REST API and PostgreSQL use a CA-signed certificate, so ``ctl:`` verifies the CA instead of
   ``insecure: true`` and HAProxy checks with ``verify required``;
-- unsafe REST endpoints need a password;
+- unsafe REST endpoints need a password, a client certificate and a source in ``restapi.allowlist``;
+- one TLS policy (:mod:`pgha.tlspolicy`) for the REST API and PostgreSQL;
 - pg_hba is ``hostssl`` + scram-sha-256 only, plus ``local all postgres peer`` so the seed's
   section 11 hack is never needed; the superuser password is set by bootstrap itself; the superuser
   over the network only from the PostgreSQL nodes and the admin addresses; pg_rewind has its own role;
@@ -20,6 +21,7 @@ from pgha.layout import NodeLayout
 from pgha.pki import PATRONI_USER
 from pgha.secrets import Secrets
 from pgha.spec import REPLICATION_USER, REWIND_USER, SUPERUSER, ClusterSpec
+from pgha.tlspolicy import MIN_VERSION, OPENSSL_CIPHERS
 
 
 def _hba(layout: NodeLayout) -> list[str]:
@@ -57,6 +59,8 @@ def config(layout: NodeLayout, secrets: Secrets, *, watchdog: bool = False) -> d
         "ssl_cert_file": layout.server_crt,
         "ssl_key_file": layout.server_key,
         "ssl_ca_file": layout.ca_crt,
+        "ssl_ciphers": OPENSSL_CIPHERS,
+        "ssl_min_protocol_version": MIN_VERSION,
         "password_encryption": "scram-sha-256",
         "unix_socket_directories": layout.pg_socket_dir,
         **spec.postgresql.parameters,
@@ -73,7 +77,11 @@ def config(layout: NodeLayout, secrets: Secrets, *, watchdog: bool = False) -> d
             "certfile": layout.server_pem,
             "cafile": layout.ca_crt,
             "verify_client": "optional",
+            "ciphers": OPENSSL_CIPHERS,
             "authentication": {"username": secrets.restapi_username, "password": secrets.restapi_password},
+            # Unsafe calls (switchover, restart, config, failsafe between members) only from the
+            # operator's machine and the PostgreSQL nodes; reads (HAProxy's checks) from anywhere.
+            "allowlist": [str(net) for net in spec.admin_networks] + [f"{n.address}/32" for n in spec.postgres_nodes],
         },
         "ctl": {
             "insecure": False,
