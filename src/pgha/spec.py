@@ -376,6 +376,11 @@ class Deploy(Frozen):
     patroni: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(\[[A-Za-z0-9_,.-]+\])?[A-Za-z0-9_.,<>=!~* ]*$")] = (
         "patroni[etcd3,psycopg3]>=4.1,<4.2")
     """The pip requirement of Patroni's virtualenv."""
+    patroni_lock: LocalPath | None = None
+    """``online``: a pip requirements file on this machine pinning Patroni and every dependency by version
+    and SHA-256 (``name==1.2 --hash=sha256:…``; a bundle's ``wheels/requirements.txt``, or
+    ``pip-compile --generate-hashes``): the servers then install with ``--require-hashes
+    --only-binary=:all:``. Without it, ``online`` installs ``patroni`` from the servers' index unpinned."""
     postgresql: PostgresqlSource = PostgresqlSource()
     etcd: EtcdSource = EtcdSource()
     ssh: Ssh = Ssh()

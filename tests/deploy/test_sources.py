@@ -23,7 +23,7 @@ import yaml
 
 from pgha import spec as spec_mod
 from pgha.deploy.bundle import build as build_bundle
-from pgha.deploy.bundle import pgdg_apt_options
+from pgha.deploy.bundle import pgdg_apt_options, wheel_requirements
 from pgha.errors import PghaError
 from tests.deploy.helpers import FIGURES, assert_deploy_changes_nothing, pgha
 from tests.deploy.mirror import Mirror
@@ -65,6 +65,10 @@ def online_spec(machines: Machines, mirror: Mirror, tmp_path_factory: pytest.Tem
         "etcd": {"source": "tarball", "tarball": str(mirror.tarball), "sha256": mirror.tarball_sha256},
     })
     path = tmp_path_factory.mktemp("online") / "cluster.yml"
+    # Patroni pinned by hash (the mirror serves the bundle's wheels: its requirements file is their lock).
+    lock = path.with_name("patroni.lock")
+    lock.write_text(wheel_requirements(mirror.bundle / "wheels", spec_mod.Deploy().patroni))
+    data["deploy"]["patroni_lock"] = str(lock)  # type: ignore[index]
     path.write_text(spec_mod.dump(data))
     return path
 

@@ -127,3 +127,53 @@ def test_the_server_checks_the_manifest_before_apt_trusts_it(built: bundle_mod.B
     with pytest.raises(PghaError) as exc:
         packages.ship_bundle(LocalShell(), NODE, built.tar("postgres").read_bytes(), ident)  # type: ignore[arg-type]
     assert "MANIFEST is not the one this machine shipped" in (exc.value.details or "")
+
+
+class Recorder:
+    """A PostgreSQL server missing only Patroni's virtualenv: records the install script and its stdin."""
+
+    def __init__(self, spec: spec_mod.ClusterSpec) -> None:
+        self.spec = spec
+        self.calls: list[tuple[str, bytes | None]] = []
+
+    def shell(self, node: object, script: str, *, timeout: float = 60, stdin: bytes | None = None) -> CommandResult:
+        self.calls.append((script, stdin))
+        return CommandResult(("sh",), 0, "", "")
+
+
+def servers(tmp_path: Path, **deploy: object) -> spec_mod.ClusterSpec:
+    data = spec_mod.default_data()
+    data["deploy"] = {"packages": "online", **deploy}
+    return spec_mod.parse(data)
+
+
+def install_script(spec: spec_mod.ClusterSpec) -> tuple[str, bytes | None]:
+    t = Recorder(spec)
+    packages.install(t, NODE, packages.PackageFacts(NODE.name, (), patroni_ok=False))  # type: ignore[arg-type]
+    [call] = t.calls
+    return call
+
+
+def test_online_patroni_pinned_by_the_lock(tmp_path: Path) -> None:
+    lock = tmp_path / "patroni.lock"
+    lock.write_text("patroni[etcd3,psycopg3]==4.1.5 \\\n    --hash=sha256:" + "a" * 64 + "\nydiff==1.4.2 --hash=sha256:"
+                    + "b" * 64 + "\n")
+    script, stdin = install_script(servers(tmp_path, patroni_lock=str(lock)))
+    assert "pip install -q --disable-pip-version-check --require-hashes --only-binary=:all: -r /dev/stdin" in script
+    assert stdin == lock.read_bytes()
+    unpinned, _ = install_script(servers(tmp_path))  # no lock: the requirement from the index, as before
+    assert "--require-hashes" not in unpinned and "'patroni[etcd3,psycopg3]>=4.1,<4.2'" in unpinned
+
+
+def test_a_lock_without_hashes_is_refused(tmp_path: Path) -> None:
+    lock = tmp_path / "patroni.lock"
+    lock.write_text("patroni==4.1.5 --hash=sha256:" + "a" * 64 + "\nydiff==1.4.2\n")
+    with pytest.raises(PghaError, match=r"pins nothing by hash \('ydiff==1.4.2' has no --hash=sha256:\)"):
+        install_script(servers(tmp_path, patroni_lock=str(lock)))
+
+
+def test_bundle_wheels_install_by_hash_only(tmp_path: Path) -> None:
+    script, stdin = install_script(servers(tmp_path, packages="bundle"))
+    assert "sha256sum --quiet --strict -c MANIFEST" in script and stdin is None
+    assert (f"--no-index --find-links {packages.REMOTE_BUNDLE}/wheels --require-hashes --only-binary=:all: "
+            f"-r {packages.REMOTE_BUNDLE}/wheels/requirements.txt") in script

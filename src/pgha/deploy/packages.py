@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from pgha.deploy import sources
 from pgha.errors import PghaError, pgha_command
@@ -117,6 +118,26 @@ def ship_bundle(t: SshTransport, node: Node, tar_bytes: bytes, manifest_id: str)
     return True
 
 
+def patroni_lock(spec: ClusterSpec) -> bytes | None:
+    """``deploy.patroni_lock``'s content, every requirement in it pinned by hash (None without one)."""
+    assert spec.deploy is not None
+    path = spec.deploy.patroni_lock
+    if path is None:
+        return None
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise PghaError(f"deploy.patroni_lock: cannot read {path}: {exc.strerror}") from None
+    unpinned = [line for line in data.decode(errors="replace").splitlines()
+                if line.strip() and not line.lstrip().startswith("#") and "--hash=sha256:" not in line
+                and not line.rstrip().endswith("\\")]
+    if unpinned or b"--hash=sha256:" not in data:
+        raise PghaError(f"deploy.patroni_lock: {path} pins nothing by hash"
+                        + (f" ({unpinned[0].strip()!r} has no --hash=sha256:)" if unpinned else ""),
+                        hint="every line: name==version --hash=sha256:… (pip-compile --generate-hashes writes it)")
+    return data
+
+
 def install(t: SshTransport, node: Node, have: PackageFacts, apt_sources: tuple[FileEntry, ...] = ()) -> None:
     """Install what ``have`` says is missing, after the plan's ``apt_sources`` (PGDG's source and key): the
     packages, the etcd tarball, Patroni's venv."""
@@ -149,13 +170,18 @@ def install(t: SshTransport, node: Node, have: PackageFacts, apt_sources: tuple[
         venv = spec.paths.patroni_venv
         req = shlex.quote(spec.deploy.patroni)
         wheels = f"{REMOTE_BUNDLE}/wheels"
-        source = (f"{_check_manifest(REMOTE_BUNDLE)}\n{venv}/bin/pip install -q --disable-pip-version-check "
-                  f"--no-index --find-links {wheels} --require-hashes --only-binary=:all: -r {wheels}/requirements.txt"
-                  if offline else f"{venv}/bin/pip install -q --disable-pip-version-check {req}")
+        pip = f"{venv}/bin/pip install -q --disable-pip-version-check"
+        pinned = "--require-hashes --only-binary=:all: -r"
+        lock = patroni_lock(spec)
+        if offline:
+            source = (f"{_check_manifest(REMOTE_BUNDLE)}\n"
+                      f"{pip} --no-index --find-links {wheels} {pinned} {wheels}/requirements.txt")
+        else:  # the lock, if any, arrives on stdin: nothing of it lingers on the server
+            source = f"{pip} {pinned} /dev/stdin" if lock is not None else f"{pip} {req}"
         script = (f"set -e\nmkdir -p $(dirname {venv})\n/usr/bin/python3 -m venv {venv}\n{source}\n"
                   f"chmod -R a+rX {venv}\n"
                   f"runuser -u postgres -- {venv}/bin/python -c 'import patroni, psycopg, etcd'\n")
-        res = t.shell(node, script, timeout=600)
+        res = t.shell(node, script, timeout=600, stdin=None if offline else lock)
         if not res.ok:
             raise PghaError(f"{node.name}: building Patroni's virtualenv in {venv} failed",
                             details=(res.stdout[-1500:] + res.stderr[-1500:]).strip())
