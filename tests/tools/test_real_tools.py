@@ -1,7 +1,7 @@
 """Every rendered config accepted by the real tool: `haproxy -c`, `keepalived -t`,
 `patroni --validate-config`, and etcd started from the rendered environment file.
 
-Everything runs on loopback, without namespaces: a spec with one haproxy node (127.0.0.200), one postgres
+Everything runs on loopback, without namespaces: a spec with two haproxy nodes (127.0.0.200-201), one postgres
 node (127.0.0.203), the VIP 127.0.0.210/24, and free high ports. Files are written under a root-owned
 0755 directory in /var/lib (keepalived_script must be able to reach the check script; pytest's tmp_path
 is 0700), removed at the end. Needs root, as in CI.
@@ -74,7 +74,9 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
 def loopback_spec(work: Path, interface: str = "lo") -> ClusterSpec:
     return parse({
         "cluster": {"name": "tools", "state_dir": str(work / "state")},
+        # Two HAProxy nodes: keepalived's VRRP goes unicast to the other (unicast_peer is checked too).
         "nodes": [{"name": "haproxy-01", "role": "haproxy", "address": "127.0.0.200"},
+                  {"name": "haproxy-02", "role": "haproxy", "address": "127.0.0.201"},
                   {"name": "postgres-01", "role": "postgres", "address": "127.0.0.203"}],
         "vip": {"address": "127.0.0.210", "prefix": 24, "interface": interface},
         "ports": dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True)),

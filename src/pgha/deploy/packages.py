@@ -62,7 +62,7 @@ class PackageFacts:
 def facts(t: SshTransport, node: Node) -> PackageFacts:
     """Which packages are missing, and whether Patroni's virtualenv works for ``postgres`` (one command)."""
     pkgs = packages_for(t.spec, node)
-    venv = t.spec.paths.patroni_venv
+    venv = shlex.quote(t.spec.paths.patroni_venv)
     script = ("for p in " + " ".join(pkgs) + "; do dpkg-query -W -f='${Status}\\n' $p 2>/dev/null | "
               "grep -q 'install ok installed' || echo missing $p; done\n")
     if node.is_postgres:
@@ -167,7 +167,7 @@ def install(t: SshTransport, node: Node, have: PackageFacts, apt_sources: tuple[
     if tarball and not have.etcd_ok:
         sources.install_etcd(t, node, tarball)
     if not have.patroni_ok:
-        venv = spec.paths.patroni_venv
+        venv = shlex.quote(spec.paths.patroni_venv)
         req = shlex.quote(spec.deploy.patroni)
         wheels = f"{REMOTE_BUNDLE}/wheels"
         pip = f"{venv}/bin/pip install -q --disable-pip-version-check"

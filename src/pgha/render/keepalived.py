@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from pgha.layout import NodeLayout
 from pgha.render import fill
 
@@ -44,5 +46,6 @@ def _unicast(layout: NodeLayout) -> str:
 
 
 def render_check(layout: NodeLayout) -> str:
-    return fill("check_haproxy.sh", monitor_port=layout.spec.ports.haproxy_monitor,
-                timeout=layout.spec.keepalived.timeout)
+    # Typed integers today; quoted anyway: nothing reaches a root-run shell unquoted.
+    return fill("check_haproxy.sh", monitor_port=shlex.quote(str(layout.spec.ports.haproxy_monitor)),
+                timeout=shlex.quote(str(layout.spec.keepalived.timeout)))
