@@ -346,6 +346,27 @@ def test_keepalived_master_and_backups(plans: dict[str, NodePlan]) -> None:
         assert f'script "{plans[name].layout.keepalived_check}"' in conf
 
 
+def test_one_tls_policy_and_the_rest_allowlist() -> None:
+    """Issue 18: the same TLS 1.2 suites (ECDHE + AEAD) everywhere; unsafe REST calls from the admin
+    networks and the PostgreSQL nodes only."""
+    data = default_data(lab=True)
+    data["access"] = {"admin_networks": ["192.0.2.10", "198.51.100.0/24"]}
+    spec = parse(data)
+    cfg = patroni_config(render(spec, "postgres-01"))
+    assert cfg["restapi"]["allowlist"] == ["192.0.2.10/32", "198.51.100.0/24", "10.203.0.203/32", "10.203.0.204/32",
+                                           "10.203.0.205/32"]
+    suites = cfg["restapi"]["ciphers"].split(":")
+    assert suites and all(s.startswith("ECDHE-") and ("GCM" in s or "CHACHA20" in s) for s in suites)
+    params = cfg["postgresql"]["parameters"]
+    assert (params["ssl_ciphers"], params["ssl_min_protocol_version"]) == (cfg["restapi"]["ciphers"], "TLSv1.2")
+    haproxy = text(render(spec, "haproxy-01"), "/etc/haproxy/haproxy.cfg")
+    assert f"ssl-default-server-ciphers {cfg['restapi']['ciphers']}\n" in haproxy
+    env = text(render(spec, "postgres-01"), "/etc/etcd/etcd.env")
+    go = env.split("ETCD_CIPHER_SUITES=")[1].split()[0].split(",")
+    assert [g.replace("TLS_", "").replace("_WITH_", "-").replace("_", "-") for g in go] == [
+        s.replace("AES128", "AES-128").replace("AES256", "AES-256") for s in suites]
+
+
 def test_keepalived_auth_pass_is_8_characters(spec: ClusterSpec) -> None:
     """keepalived silently truncates a longer auth_pass: pgha writes what keepalived really uses."""
     long = Secrets(superuser_password="a", replication_password="b", restapi_password="c",
