@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgha.deploy.packages import all_packages, packages_for
-from pgha.errors import MissingPrerequisite, PghaError, UsageError
+from pgha.errors import MissingPrerequisite, PghaError, UsageError, pgha_command
 from pgha.plan import read_pgdg_key
 from pgha.render import apt
 from pgha.spec import ClusterSpec
@@ -104,7 +104,7 @@ class Bundle:
 
 
 def _altered(message: str) -> PghaError:
-    return PghaError(message, hint="rebuild it from trusted sources: pgha bundle build --force")
+    return PghaError(message, hint=f"rebuild it from trusted sources: {pgha_command('bundle', 'build', '--force')}")
 
 
 def bundle_sources(spec: ClusterSpec) -> dict[str, str]:
