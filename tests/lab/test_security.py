@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from pgha.lab.control import Lab
-from pgha.layout import NodeLayout
 from pgha.probe import Credentials
 from pgha.secrets import STATS_USERNAME
 from tests import tls_probe
@@ -24,7 +23,7 @@ def test_every_listener_refuses_tls12_cbc_sha1(lab: Lab) -> None:
     TLS 1.2 client offering only CBC-SHA1 suites is refused, the normal client is served TLS 1.3."""
     spec, creds = lab.spec, Credentials.of(lab.spec)
     node = spec.postgres_nodes[0]
-    member = NodeLayout(spec, node, lab.transport.node_root(node))
+    member = lab.target.layout(node)
     ports = {  # port: (client certificate, key), whether PostgreSQL's SSLRequest comes first
         spec.ports.etcd_client: ((creds.cert, creds.key), False),
         spec.ports.etcd_peer: ((member.etcd_crt, member.etcd_key), False),  # a member's own certificate

@@ -275,14 +275,13 @@ def test_etcd_refuses_clients_without_a_certificate(etcd: RunningEtcd) -> None:
 
 def test_etcd_speaks_the_cipher_policy_only(etcd: RunningEtcd) -> None:
     """TLS 1.2 with CBC and SHA-1 is refused (issue 18); TLS 1.3 and TLS 1.2 ECDHE-AEAD are served."""
-    lay = etcd.plan.layout
+    ca = etcd.plan.layout.ca_crt
+    crt, key = (str(p) for p in cert_paths(StateLayout(etcd.spec.state_dir), "client"))
     port = etcd.spec.ports.etcd_client
-    weak = tls_probe.handshake("127.0.0.203", port, tls_probe.context(lay.ca_crt, lay.client_crt, lay.client_key,
-                                                                      weak=True))
+    weak = tls_probe.handshake("127.0.0.203", port, tls_probe.context(ca, crt, key, weak=True))
     assert weak.startswith("refused"), weak
-    assert tls_probe.handshake("127.0.0.203", port, tls_probe.context(lay.ca_crt, lay.client_crt,
-                                                                     lay.client_key)).startswith("TLSv1.3")
-    tls12 = tls_probe.context(lay.ca_crt, lay.client_crt, lay.client_key)
+    assert tls_probe.handshake("127.0.0.203", port, tls_probe.context(ca, crt, key)).startswith("TLSv1.3")
+    tls12 = tls_probe.context(ca, crt, key)
     tls12.maximum_version = ssl.TLSVersion.TLSv1_2
     assert tls_probe.handshake("127.0.0.203", port, tls12) == "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256"
 
