@@ -163,7 +163,7 @@ def test_the_prober_bounds_a_hung_node_and_reads_the_live_config(monkeypatch: py
         return body, {"ttl": 20, "loop_wait": 3, "retry_timeout": 4, "postgresql": {}}
 
     monkeypatch.setattr(etcd_probe, "member", lambda spec, n, creds, t: EtcdMember(n.member_name, "", True))
-    monkeypatch.setattr(haproxy_probe, "view", lambda spec, n, t: HaproxyView(n.name, True))
+    monkeypatch.setattr(haproxy_probe, "view", lambda spec, n, secrets, t: HaproxyView(n.name, True))
     monkeypatch.setattr(Prober, "_patroni", patroni)
     monkeypatch.setattr(Prober, "_vip_tcp", lambda self: None)
     transport = FakeTransport()
