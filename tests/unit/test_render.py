@@ -350,7 +350,7 @@ def test_one_tls_policy_and_the_rest_allowlist() -> None:
     """Issue 18: the same TLS 1.2 suites (ECDHE + AEAD) everywhere; unsafe REST calls from the admin
     networks and the PostgreSQL nodes only."""
     data = default_data(lab=True)
-    data["access"] = {"admin_networks": ["192.0.2.10", "198.51.100.0/24"]}
+    data["postgresql"]["admin_addresses"] = ["192.0.2.10", "198.51.100.0/24"]
     spec = parse(data)
     cfg = patroni_config(render(spec, "postgres-01"))
     assert cfg["restapi"]["allowlist"] == ["192.0.2.10/32", "198.51.100.0/24", "10.203.0.203/32", "10.203.0.204/32",
