@@ -2,9 +2,11 @@
 
 For every (profile, scenario) prints the median and worst client-observed write outage, the time to a
 new leader, acknowledged writes lost, and the time until the old primary streams again (full health).
-Never asserts a timing. Run as root with no other lab on 10.203.0.0/24:
+A whole-node crash (``node-crash``, ``node-crash-etcd-leader``) is reported apart for when the dead node
+led etcd and when it did not. Never asserts a timing. Run as root with no other lab on its subnet:
 
-    .venv/bin/python bench/failover.py [--runs 5] [--profiles seed,fast] [--scenarios primary-crash,...]
+    .venv/bin/python bench/failover.py [--runs 5] [--profiles seed,fast] [--scenarios node-crash,...]
+                                       [--lab-name pgha-bench] [--subnet 10.203.0.0/24]
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from pgha.errors import PghaError
 from pgha.lab.control import Lab
 from pgha.probe import Credentials
 
-TIMED = ("primary-crash", "primary-stop", "switchover", "haproxy-down", "keepalived-down")
+TIMED = ("node-crash", "node-crash-etcd-leader", "primary-crash", "primary-stop", "switchover", "haproxy-down",
+         "keepalived-down")
+
+
+def case(r: DrillResult) -> str:
+    """A whole-node crash is reported apart for when the dead node led etcd and when it did not."""
+    if not r.scenario.startswith("node-crash"):
+        return r.scenario
+    return f"node-crash, {'etcd leader' if r.old_leader_led_etcd else 'not etcd leader'}"
 
 
 def figures(values: list[float | None]) -> str:
@@ -35,8 +45,8 @@ def figures(values: list[float | None]) -> str:
 
 
 def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync: bool,
-                failures: list[str]) -> list[DrillResult]:
-    spec = spec_mod.parse(spec_mod.default_data(lab=True, name="pgha-bench", profile=profile), "(bench)")
+                failures: list[str], lab_name: str, subnet: str | None) -> list[DrillResult]:
+    spec = spec_mod.parse(spec_mod.default_data(lab=True, name=lab_name, subnet=subnet, profile=profile), "(bench)")
     lab = Lab(spec)
     lab.down()
     results: list[DrillResult] = []
@@ -56,7 +66,8 @@ def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync
                 results.append(r)
                 back = (round(r.healthy_after_s - r.restored_after_s, 2)
                         if r.healthy_after_s is not None and r.restored_after_s is not None else None)
-                print(f"[{profile.value}] {name} {i + 1}/{runs}: outage {r.write_outage_s} s, new leader "
+                print(f"[{profile.value}] {name} {i + 1}/{runs}: led etcd {r.old_leader_led_etcd}, "
+                      f"outage {r.write_outage_s} s, new leader "
                       f"{r.new_leader_after_s} s, lost {r.lost_acked_writes}, back streaming {back} s after "
                       f"restore, VIP x2 {r.vip_on_two_hosts}, safe {r.safe}", flush=True)
     finally:
@@ -65,16 +76,15 @@ def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync
 
 
 def summary(profile: str, results: list[DrillResult]) -> None:
-    print(f"\n{profile} profile — median / worst over {len(results) // max(1, len({r.scenario for r in results}))} "
-          "runs (seconds, from the fault)")
-    print(f"  {'scenario':<16} {'write outage':>16} {'new leader':>16} {'old primary back':>16} "
+    print(f"\n{profile} profile — median / worst (seconds, from the fault)")
+    print(f"  {'scenario':<30} {'runs':>4} {'write outage':>16} {'new leader':>16} {'old primary back':>16} "
           f"{'lost acked':>10} {'unsafe':>6}")
-    for name in dict.fromkeys(r.scenario for r in results):
-        rs = [r for r in results if r.scenario == name]
+    for name in dict.fromkeys(case(r) for r in results):
+        rs = [r for r in results if case(r) == name]
         back: list[float | None] = [r.healthy_after_s - r.restored_after_s
                                     if r.healthy_after_s is not None and r.restored_after_s is not None else None
                                     for r in rs]
-        print(f"  {name:<16} {figures([r.write_outage_s for r in rs]):>16} "
+        print(f"  {name:<30} {len(rs):>4} {figures([r.write_outage_s for r in rs]):>16} "
               f"{figures([r.new_leader_after_s for r in rs]):>16} {figures(back):>16} "
               f"{sum(r.lost_acked_writes for r in rs):>10} {sum(not r.safe for r in rs):>6}")
 
@@ -92,6 +102,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--scenarios", default=",".join(TIMED))
     parser.add_argument("--async", dest="sync", action="store_false", help="synchronous_mode off")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument("--lab-name", default="pgha-bench")
+    parser.add_argument("--subnet", default=None, help="the lab's subnet (default: the spec's, 10.203.0.0/24)")
     args = parser.parse_args(argv)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     every: dict[str, list[dict[str, Any]]] = {}
@@ -99,7 +111,8 @@ def main(argv: list[str]) -> None:
     failures: list[str] = []
     for p in args.profiles.split(","):
         profile = spec_mod.Profile(p.strip())
-        per_profile[profile.value] = run_profile(profile, scenarios, args.runs, args.sync, failures)
+        per_profile[profile.value] = run_profile(profile, scenarios, args.runs, args.sync, failures,
+                                                 args.lab_name, args.subnet)
         every[profile.value] = [r.as_dict() for r in per_profile[profile.value]]
     for profile_name, results in per_profile.items():
         summary(profile_name, results)

@@ -78,6 +78,15 @@ class NodeLayout:
         return self.at(f"{self.spec.paths.patroni_conf}/config.yml")
 
     @property
+    def role_change_script(self) -> str:
+        """Patroni's on_role_change callback (pgha.etcd_leader, copied as is)."""
+        return self.at(f"{self.spec.paths.patroni_conf}/pgha-role-change.py")
+
+    @property
+    def role_change_config(self) -> str:
+        return self.at(f"{self.spec.paths.patroni_conf}/pgha-role-change.json")
+
+    @property
     def pg_home(self) -> str:
         return self.at(self.spec.paths.pg_home)
 

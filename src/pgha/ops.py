@@ -11,7 +11,7 @@ import psycopg
 import pydantic
 import yaml
 
-from pgha import poll
+from pgha import etcd_leader, poll
 from pgha.errors import PghaError, UsageError, pgha_command
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
@@ -128,7 +128,7 @@ class Operations:
                          and s.routes_to(s.leader.name), timeout)
         assert snap.leader is not None
         return (f"switchover done: {snap.leader.name} is the leader (HAProxy routes to it), "
-                f"{leader.name} streams from it")
+                f"{leader.name} streams from it; {self.etcd_leader_off_quietly(snap)}")
 
     def failover(self, candidate: str, timeout: float = 60) -> str:
         self.pg_node(candidate)
@@ -139,9 +139,24 @@ class Operations:
         api = self.api(self.spec.node(cand.name))
         code, answer = api.call("POST", "/failover", {"candidate": cand.name}, timeout=timeout)
         self._expect(code, answer, "failover", (200, 202))
-        self.wait("failover", lambda s: s.leader is not None and s.leader.name == cand.name
-                  and s.routes_to(cand.name), timeout)
-        return f"failover done: {cand.name} is the leader (HAProxy routes to it)"
+        snap = self.wait("failover", lambda s: s.leader is not None and s.leader.name == cand.name
+                         and s.routes_to(cand.name), timeout)
+        return f"failover done: {cand.name} is the leader (HAProxy routes to it); {self.etcd_leader_off_quietly(snap)}"
+
+    # -- etcd's leadership (pgha.etcd_leader says why) ----------------------------------------------
+    def move_etcd_leader(self, to: str | None = None, snap: ClusterSnapshot | None = None) -> str:
+        """etcd's leadership onto node ``to``, or (by default) off the Patroni leader's node."""
+        target = self.pg_node(to).member_name if to is not None else None
+        snap = snap or self.snapshot() if to is None else None
+        return move_etcd_leader(self.spec, self.creds, snap, to=target)
+
+    def etcd_leader_off_quietly(self, snap: ClusterSnapshot) -> str:
+        """After an operation that moved Patroni's leader: the move, or why not — never a failure of it."""
+        try:
+            return self.move_etcd_leader(snap=snap)
+        except PghaError as exc:
+            return f"{exc} — run `{pgha_command('etcd', 'move-leader')}`"
+
 
     # -- pause / resume / restart / reload / reinit -------------------------------------------
     def set_pause(self, paused: bool, timeout: float = 30) -> str:
@@ -301,3 +316,19 @@ def parse_assignments(pairs: tuple[str, ...]) -> dict[str, Any]:
             cursor = cursor.setdefault(part, {})
         cursor[parts[-1]] = value
     return out
+
+
+def move_etcd_leader(spec: ClusterSpec, creds: Credentials, snap: ClusterSnapshot | None, *,
+                     to: str | None = None) -> str:
+    """etcd's leadership onto member ``to``, or off the node of the Patroni leader in ``snap``."""
+    try:
+        if to is not None:
+            return etcd_leader.move(etcd_leader.operator_gateway(spec, creds), to=to)
+        if snap is None or snap.leader is None:
+            return "no Patroni leader right now: etcd's leadership left where it is"
+        return etcd_leader.move(etcd_leader.operator_gateway(spec, creds),
+                                away_from=spec.node(snap.leader.name).member_name)
+    except (etcd_leader.MoveError, OSError) as exc:
+        raise PghaError(f"etcd's leadership could not be moved: {exc}",
+                        hint=f"see `{pgha_command('status')}` (etcd section) and "
+                             f"`{pgha_command('logs', 'NODE', 'etcd')}`") from None

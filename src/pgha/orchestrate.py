@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from pgha import etcd_auth, poll, roles
+from pgha import etcd_auth, etcd_leader, poll, roles
 from pgha.errors import StepFailed
 from pgha.plan import NodePlan, etcd_env_file
 from pgha.probe import Credentials
@@ -225,7 +225,22 @@ class Orchestrator:
         self.start_patroni()
         self.set_etcd_state("existing", plans)
         self.start_proxies()
+        self.etcd_leader_off()
         return self.timings
+
+    def etcd_leader_off(self) -> None:
+        """etcd's raft leadership off the Patroni leader's node: a crash of that node then costs no extra ttl."""
+        name = "etcd leadership off the Patroni leader's node"
+        with self.step(name):  # etcd may still be electing after the members' restarts: retried
+            self.wait(name, lambda: (True, etcd_leader.move(etcd_leader.operator_gateway(self.spec, self.creds),
+                                                            away_from=self.leader_member())),
+                      30, "etcd", self.spec.postgres_nodes)
+
+    def leader_member(self) -> str:
+        leader = self.prober.snapshot().leader
+        if leader is None:
+            raise RuntimeError("no Patroni leader yet")
+        return self.spec.node(leader.name).member_name
 
     def reset(self, plans: list[NodePlan]) -> Timings:
         """The seed's section 18: a cluster rebuilt from nothing, certificates kept.
@@ -255,4 +270,5 @@ class Orchestrator:
         with self.step(name):  # HAProxy and keepalived kept running: their checks find the new primary
             self.wait(name, self.routes_to_leader, 30, "haproxy", self.spec.haproxy_nodes)
             self.wait(name, self.vip_answers, 30, "keepalived", self.spec.haproxy_nodes)
+        self.etcd_leader_off()
         return self.timings

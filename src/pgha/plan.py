@@ -7,10 +7,12 @@ Transport (a lab namespace or an SSH host). Owners and modes are the seed's (sec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgha import etcd_leader
 from pgha.errors import UsageError
 from pgha.files import DirEntry, FileEntry, LinkEntry
 from pgha.layout import NodeLayout, StateLayout, etcd_cert_name
@@ -150,6 +152,10 @@ def _postgres_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets, clus
         etcd_env_file(layout, cluster_state),
         FileEntry(layout.patroni_config, patroni_render.render(layout, secrets, watchdog=watchdog).encode(),
                   "postgres", "postgres", 0o600),
+        FileEntry(layout.role_change_script, Path(etcd_leader.__file__).read_bytes(), "root", "postgres", 0o755),
+        FileEntry(layout.role_change_config,
+                  (json.dumps(patroni_render.role_change_config(layout, secrets), indent=1) + "\n").encode(),
+                  "root", "postgres", 0o640),
     ]
     return dirs, files
 

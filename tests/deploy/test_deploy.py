@@ -182,24 +182,32 @@ class PowerTransport(SshTransport):
         super().start(node, service)
 
 
-def _power_cut(machines: Machines) -> Scenario:
+def _power_cut(machines: Machines, led_etcd: bool) -> Scenario:
     def inject(ctx: DrillContext) -> str:
         machines.power_cut(ctx.leader.name)
         ctx.faulted.append((ctx.leader, "power"))
-        return f"power cut of {ctx.leader.name} (SIGKILL to its systemd-nspawn)"
+        return f"power cut of {ctx.leader.name} (SIGKILL to its systemd-nspawn: etcd, Patroni, PostgreSQL)"
 
-    return Scenario("primary-power-cut", "power cut of the leader's machine", inject, expects_failover=True, hold=3)
+    def setup(ctx: DrillContext) -> str:  # force the case: etcd's leader on the leader's machine, or not
+        return ctx.ops.move_etcd_leader(to=ctx.leader.name) if led_etcd else ctx.ops.move_etcd_leader()
+
+    return Scenario("primary-power-cut", "power cut of the leader's machine", inject, expects_failover=True, hold=3,
+                    setup=setup)
 
 
-def test_drill_primary_power_cut_loses_no_acknowledged_write(spec_file: Path, machines: Machines) -> None:
+@pytest.mark.parametrize("led_etcd", [True, False], ids=["etcd-leader", "not-etcd-leader"])
+def test_drill_primary_power_cut_loses_no_acknowledged_write(spec_file: Path, machines: Machines,
+                                                              led_etcd: bool) -> None:
     spec = spec_mod.load(spec_file)
     creds = Credentials.of(spec)
     with PowerTransport(spec, machines) as t:
         ops = Operations(spec, creds, t)
         ops.set_sync(True, False)  # returns once the DCS names a sync standby: a replica may take over
-        result = DrillRunner(ServerTarget(spec, t), creds).run(_power_cut(machines), sync=True)
-    FIGURES["power-cut drill: write outage"] = result.write_outage_s or -1
-    FIGURES["power-cut drill: healthy again (old leader rejoined)"] = result.healthy_after_s or -1
+        result = DrillRunner(ServerTarget(spec, t), creds).run(_power_cut(machines, led_etcd), sync=True)
+    case = "etcd leader" if led_etcd else "not etcd leader"
+    FIGURES[f"power-cut drill ({spec.profile.value}, {case}): write outage"] = result.write_outage_s or -1
+    FIGURES[f"power-cut drill ({case}): healthy again (old leader rejoined)"] = result.healthy_after_s or -1
+    assert result.old_leader_led_etcd is led_etcd
     assert result.lost_acked_writes == 0, result.as_dict()
     assert result.split_brain_acks == 0 and not result.vip_on_two_hosts
     assert result.new_leader and result.new_leader != result.old_leader

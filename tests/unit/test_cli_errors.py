@@ -75,6 +75,9 @@ CASES: list[tuple[str, int, str]] = [
     ("switchover --candidate haproxy-01 --force --spec {ready}", 2, "haproxy-01 is not a PostgreSQL node"),
     ("failover --spec {ready}", 2, "Missing option '--candidate'"),
     ("failover --candidate postgres-09 --force --spec {ready}", 2, "no node named 'postgres-09'"),
+    ("etcd move-leader --spec {ready}", 2, "move etcd's leadership: confirm on a terminal, or pass --force"),
+    ("etcd move-leader --to postgres-09 --force --spec {ready}", 2, "no node named 'postgres-09'"),
+    ("etcd move-leader --to haproxy-01 --force --spec {ready}", 2, "haproxy-01 is not a PostgreSQL node"),
     ("pause --spec {ready}", 2, "pause automatic failover: confirm on a terminal, or pass --force"),
     ("pause --force --spec {ready}", 1, "no Patroni REST API answers"),
     ("resume --spec {ready}", 2, "confirm on a terminal"),
@@ -203,7 +206,7 @@ def test_a_question_answered_no_changes_nothing(files: dict[str, str], capsys: p
 # Commands that change the cluster: the README's rule (ask on a terminal, refuse without one, --force
 # skips the question), through one helper.
 CHANGES_CLUSTER = ("switchover", "failover", "pause", "resume", "restart", "reload", "reinit", "config set",
-                   "config edit", "sync", "reset")
+                   "config edit", "sync", "reset", "etcd move-leader")
 
 
 def test_every_command_that_changes_the_cluster_takes_force() -> None:

@@ -28,6 +28,12 @@ def instant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(poll, "time", FakeClock())
     # etcd's authorization talks to etcd itself: tested in test_etcd_auth.py
     monkeypatch.setattr(Orchestrator, "ensure_etcd_auth", lambda self: None)
+    # etcd's leadership is moved through etcd's gateway: tested in test_etcd_leader.py and the lab tests
+    LEADER_MOVES.clear()
+    monkeypatch.setattr(Orchestrator, "etcd_leader_off", lambda self: LEADER_MOVES.append(1))
+
+
+LEADER_MOVES: list[int] = []
 
 
 def converge(changed: dict[str, list[str]], down: dict[str, list[str]] | None = None,
@@ -65,6 +71,7 @@ def test_etcd_env_restarts_that_member_only_and_waits_for_etcd_health() -> None:
     t, prober = converge({"postgres-02": ["/etc/etcd/etcd.env"]})
     assert actions(t) == [("restart", "postgres-02", "etcd")]
     assert prober.taken >= 1
+    assert LEADER_MOVES == [1]  # a restart may have handed etcd's leadership to the Patroni leader's node
 
 
 def test_a_new_patroni_unit_means_daemon_reload_restart_and_a_wait_for_streaming() -> None:

@@ -31,7 +31,8 @@ def member(i: int, role: str = "replica", state: str = "streaming") -> PatroniMe
 def snapshot(**kw: Any) -> ClusterSnapshot:
     base: dict[str, Any] = dict(
         taken_at=0.0,
-        etcd=tuple(EtcdMember(n.member_name, f"https://{n.address}:2379", True, i == 0) for i, n in enumerate(PG)),
+        # etcd's leader off the Patroni leader's node, as pgha keeps it
+        etcd=tuple(EtcdMember(n.member_name, f"https://{n.address}:2379", True, i == 1) for i, n in enumerate(PG)),
         members=(member(0, "leader", "running"), member(1), member(2)),
         paused=False, patroni_error=None,
         haproxy=tuple(HaproxyView(n.name, True, tuple(
@@ -142,6 +143,14 @@ def test_initial_cluster_state_new_while_forming_is_fine() -> None:
     ev = evidence(snap=snapshot(etcd=etcd), pg={i: {"etcd_env": {"ETCD_INITIAL_CLUSTER_STATE": "new"},
                                                     "etcd_has_data": False} for i in range(3)})
     assert dcs.etcd_state_new(ev) == []
+
+
+def test_etcd_leader_on_the_patroni_leaders_node_is_a_warning_with_the_move() -> None:
+    etcd = tuple(dataclasses.replace(m, is_leader=i == 0) for i, m in enumerate(snapshot().etcd))
+    [f] = dcs.etcd_leader_with_patroni_leader(evidence(snap=snapshot(etcd=etcd)))
+    assert f.severity is Severity.WARNING and f.node == "postgres-01" and f.fix == "pgha etcd move-leader"
+    assert f.code == "etcd.leader_with_patroni_leader" and "one ttl" in f.problem
+    assert dcs.etcd_leader_with_patroni_leader(evidence()) == []  # etcd leads elsewhere: nothing
 
 
 # -- Patroni / PostgreSQL ------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ import pytest
 from pgha import spec as spec_mod
 from pgha.errors import UsageError
 from pgha.lab.control import Lab
-from pgha.transport.base import ServiceState
+from pgha.transport.base import ServiceState, Transport
 
 
 class Recorder:
     """The slice of the namespace transport that crash and start use, recording each call."""
 
     services_of = staticmethod(lambda node: ("etcd", "patroni") if node.is_postgres else ("haproxy", "keepalived"))
+    crash_node = Transport.crash_node  # the real one (the drills' node-crash uses it too), over the calls below
 
     def __init__(self, running: bool = True) -> None:
         self.calls: list[tuple[Any, ...]] = []

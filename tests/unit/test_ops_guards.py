@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pgha import poll
+from pgha import etcd_leader, poll
 from pgha import spec as spec_mod
 from pgha.errors import PghaError, UsageError
 from pgha.ops import Operations, parse_assignments
@@ -23,6 +23,9 @@ LIVE = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "postgresql": {"paramet
 @pytest.fixture(autouse=True)
 def instant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(poll, "time", FakeClock())
+    # etcd's leadership moves through etcd's gateway (test_etcd_leader.py, lab tests): here, where it went
+    monkeypatch.setattr(etcd_leader, "operator_gateway", lambda spec, creds: None)
+    monkeypatch.setattr(etcd_leader, "move", lambda gw, away_from: f"moved etcd's leadership off {away_from}")
 
 
 def ops(*script: Any, transport: FakeTransport | None = None) -> tuple[Operations, FakeProber]:
@@ -86,7 +89,7 @@ def test_switchover_waits_for_the_new_leader_streaming_and_routed() -> None:
     after = snapshot(SPEC, leader="postgresql-02")
     o, prober = ops(before, before, during, promoted, after)
     assert o.switchover("postgres-02") == ("switchover done: postgresql-02 is the leader (HAProxy routes to it), "
-                                           "postgresql-01 streams from it")
+                                           "postgresql-01 streams from it; moved etcd's leadership off postgresql-02")
     assert changes(prober) == [("postgres-01", "POST", "/switchover",
                                 {"leader": "postgresql-01", "candidate": "postgresql-02"})]
     assert prober.taken == 5
@@ -108,7 +111,8 @@ def test_failover_refuses_a_stopped_candidate_and_waits_for_routing() -> None:
     assert changes(prober) == []
     o, prober = ops(snapshot(SPEC), snapshot(SPEC, leader="postgresql-03"),
                     snapshot(SPEC, leader="postgresql-03", routes_to="postgresql-03"))
-    assert o.failover("postgres-03") == "failover done: postgresql-03 is the leader (HAProxy routes to it)"
+    assert o.failover("postgres-03") == ("failover done: postgresql-03 is the leader (HAProxy routes to it); "
+                                         "moved etcd's leadership off postgresql-03")
     assert changes(prober) == [("postgres-03", "POST", "/failover", {"candidate": "postgresql-03"})]
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from pgha import etcd_auth, poll, roles
+from pgha import etcd_auth, etcd_leader, poll, roles
 from pgha import spec as spec_mod
 from pgha.errors import StepFailed
 from pgha.layout import NodeLayout
@@ -48,11 +48,18 @@ def simulated(spec: ClusterSpec, t: FakeTransport, broken_etcd: tuple[str, ...] 
     return snap
 
 
+MOVED: list[str] = []
+
+
 @pytest.fixture(autouse=True)
 def instant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(poll, "time", FakeClock())
     # etcd's authorization talks to etcd itself: tested in test_etcd_auth.py
     monkeypatch.setattr(etcd_auth, "ensure", lambda spec, creds, timeout=5.0: ["auth enabled"])
+    # etcd's leadership moves through etcd's gateway: tested in test_etcd_leader.py and the lab tests
+    MOVED.clear()
+    monkeypatch.setattr(etcd_leader, "operator_gateway", lambda spec, creds: None)
+    monkeypatch.setattr(etcd_leader, "move", lambda gw, away_from: MOVED.append(away_from) or "moved")
     # The PostgreSQL roles are made over SQL on the leader: tested on the lab (test_least_privilege.py)
     monkeypatch.setattr(roles, "ensure_roles", lambda spec, creds, node: (node.name == "postgres-01", node.name))
 
@@ -77,7 +84,9 @@ def test_bring_up_runs_the_seeds_order_and_waits_for_each_outcome() -> None:
         "certificates and configs", "etcd on the postgres nodes", "etcd health (all members, mTLS)",
         "etcd authorization (users, roles, auth on)", "Patroni on postgres-01, wait for Leader",
         "Patroni on postgres-02, postgres-03, wait for streaming replicas", "application and rewind roles",
-        "etcd initial-cluster-state = existing", "HAProxy on the haproxy nodes", "keepalived, wait for the VIP"]
+        "etcd initial-cluster-state = existing", "HAProxy on the haproxy nodes", "keepalived, wait for the VIP",
+        "etcd leadership off the Patroni leader's node"]
+    assert MOVED == ["postgresql-01"]  # off the node of Patroni's leader
     assert prober.woken >= 1  # the replicas' wait woke the HA loops
 
 

@@ -8,6 +8,7 @@ Regenerate the golden files after an intended change, then review the diff:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -36,8 +37,8 @@ SECRETS = Secrets(superuser_password="SuperSecret1", replication_password="ReplS
                   etcd_patroni_password="EtcdPatroni1", etcd_probe_password="EtcdProbe1", app_password="AppSecret1",
                   rewind_password="RewindSecret1", haproxy_stats_password="StatsSecret1")
 
-POSTGRES_CONFIGS = ("etc/etcd/etcd.env", "etc/patroni/config.yml", "etc/systemd/system/etcd.service",
-                    "etc/systemd/system/patroni.service")
+POSTGRES_CONFIGS = ("etc/etcd/etcd.env", "etc/patroni/config.yml", "etc/patroni/pgha-role-change.json",
+                    "etc/systemd/system/etcd.service", "etc/systemd/system/patroni.service")
 HAPROXY_CONFIGS = ("etc/haproxy/haproxy.cfg", "etc/keepalived/keepalived.conf", "etc/keepalived/check_haproxy.sh",
                    "etc/systemd/system/keepalived.service.d/pgha.conf")
 NODES = [f"haproxy-0{i}" for i in (1, 2, 3)] + [f"postgres-0{i}" for i in (1, 2, 3)]
@@ -93,10 +94,26 @@ def test_matches_golden_file(plans: dict[str, NodePlan], node_name: str, path: s
                                            "(PGHA_UPDATE_GOLDEN=1 regenerates it if the change is intended)"
 
 
+def test_role_change_callback_is_pghas_etcd_leader_module(plans: dict[str, NodePlan]) -> None:
+    from pgha import etcd_leader
+
+    plan = plans["postgres-02"]
+    script = plan.file(plan.layout.role_change_script)
+    assert script.content == Path(etcd_leader.__file__).read_bytes() and script.mode == 0o755
+    callback = patroni_config(plan)["postgresql"]["callbacks"]["on_role_change"]
+    assert callback.split() == ["/opt/pgha/patroni/bin/python", plan.layout.role_change_script, "--config",
+                                plan.layout.role_change_config]
+    config = json.loads(plan.file(plan.layout.role_change_config).content)
+    etcd3 = patroni_config(plan)["etcd3"]
+    assert config["member"] == "postgresql-02" and len(config["endpoints"]) == 3
+    assert (config["cacert"], config["cert"], config["key"]) == (etcd3["cacert"], etcd3["cert"], etcd3["key"])
+
+
 def test_golden_files_cover_every_text_config(plans: dict[str, NodePlan]) -> None:
     """A config added to a plan needs a golden file; a golden file of a dropped config goes stale."""
     text_configs = {(name, f.path.lstrip("/")) for name, plan in plans.items() for f in plan.files
-                    if not f.path.startswith("/etc/etcd/certs/") and f.path != "/etc/haproxy/ca.crt"}
+                    if not f.path.startswith("/etc/etcd/certs/")
+                    and f.path not in ("/etc/haproxy/ca.crt", "/etc/patroni/pgha-role-change.py")}
     assert text_configs == set(GOLDEN_CASES)
     on_disk = {(p.relative_to(GOLDEN).parts[0], str(Path(*p.relative_to(GOLDEN).parts[1:])))
                for p in GOLDEN.rglob("*") if p.is_file()}
@@ -122,6 +139,8 @@ POSTGRES_FILES = {
     "/etc/etcd/certs/patroni.key": ("postgres", "postgres", 0o600, ()),
     "/etc/etcd/etcd.env": ("root", "etcd", 0o640, ()),
     "/etc/patroni/config.yml": ("postgres", "postgres", 0o600, ()),
+    "/etc/patroni/pgha-role-change.py": ("root", "postgres", 0o755, ()),
+    "/etc/patroni/pgha-role-change.json": ("root", "postgres", 0o640, ()),
     "/etc/systemd/system/etcd.service": ("root", "root", 0o644, ()),
     "/etc/systemd/system/patroni.service": ("root", "root", 0o644, ()),
 }
@@ -420,13 +439,13 @@ def test_init_certs_render_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(first) == 20 and {a for a, _ in first} == {"created"}  # CA + 9 leaves, key and certificate each
 
     assert main(["render", "--spec", "cluster.yml", "--out", "out"]) == 0
-    assert "postgres-01: 13 files" in capsys.readouterr().err
+    assert "postgres-01: 15 files" in capsys.readouterr().err
     out = tmp_path / "out"
     counts = {d.name: sum(1 for f in d.rglob("*") if f.is_file() and not f.is_symlink())
               for d in out.iterdir() if d.is_dir()}
-    assert counts == {**{f"haproxy-0{i}": 6 for i in (1, 2, 3)}, **{f"postgres-0{i}": 13 for i in (1, 2, 3)}}
+    assert counts == {**{f"haproxy-0{i}": 6 for i in (1, 2, 3)}, **{f"postgres-0{i}": 15 for i in (1, 2, 3)}}
     manifest = (out / "MANIFEST.tsv").read_text().splitlines()
-    assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (7 + 13 + 1)  # directories, files, the patronictl link
+    assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (7 + 15 + 1)  # directories, files, the patronictl link
     assert "postgres-01\t/etc/etcd/certs/ca.crt\tetcd\tetcd\t0644\tu:postgres:r\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs/etcd-node1.key\tetcd\tetcd\t0600\t\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs\tetcd\tetcd\t0700\tu:postgres:rx\tdir" in manifest

@@ -39,7 +39,8 @@ def drill(spec_path: str | None, fmt: str, name: str, repeat: int, sync: bool, r
         err.print(f"[bold]drill {name} {i + 1}/{repeat}[/]")
         results.append(runner.run(chosen, sync=sync))
         r = results[-1]
-        err.print(f"  outage {r.write_outage_s} s, lost {r.lost_acked_writes}, healthy after {r.healthy_after_s} s"
+        err.print(f"  old leader led etcd: {r.old_leader_led_etcd}, outage {r.write_outage_s} s,"
+                  f" lost {r.lost_acked_writes}, healthy after {r.healthy_after_s} s"
                   + "".join(f"\n  note: {n}" for n in r.notes))
     if report_dir:
         out = Path(report_dir)

@@ -135,6 +135,29 @@ def failover(spec_path: str | None, candidate: str, force: bool) -> None:
     _after(ops, ops.failover(candidate))
 
 
+@cli.group("etcd")
+def etcd_group() -> None:
+    """etcd's raft leadership."""
+
+
+@etcd_group.command("move-leader")
+@spec_option
+@click.option("--to", "to", default=None, metavar="NODE", help="This node's etcd member leads (default: any member "
+              "but the Patroni leader's node's).")
+@force_option
+def etcd_move_leader(spec_path: str | None, to: str | None, force: bool) -> None:
+    """Move etcd's leadership off the Patroni leader's node (or onto --to NODE).
+
+    A crash of a node that leads both costs one more ttl of write outage: the new etcd leader gives
+    the dead Patroni leader's lease its full ttl again.
+    """
+    ops = _ops(spec_path)
+    if to is not None:
+        ops.pg_node(to)  # a bad name is refused before anything is asked
+    confirm(force, "move etcd's leadership")
+    err.print(ops.move_etcd_leader(to))
+
+
 @cli.command()
 @spec_option
 @force_option

@@ -271,6 +271,7 @@ class Deployer:
             self.orch.start_patroni()
             self.orch.set_etcd_state("existing", list(plans.values()))
             self.orch.start_proxies()
+            self.orch.etcd_leader_off()
         else:
             self.converge(facts, plans, paths)
             self.orch.ensure_roles()  # a cluster bootstrapped before pgha made them
@@ -328,6 +329,8 @@ class Deployer:
                     self.t.restart(node, "etcd")
                     o.wait(f"restart etcd on {node.name}", o.etcd_healthy, 60, "etcd", (node,))
         self._start_down([n for n in pg if "etcd" in down[n.name]], "etcd", "etcd health", o.etcd_healthy, 60)
+        if any(("restart", "etcd") in [(a, s) for a, s, _ in todo[n.name]] or "etcd" in down[n.name] for n in pg):
+            o.etcd_leader_off()  # a restart may have handed etcd's leadership to the Patroni leader's node
         for node in pg:
             for action, service, _ in todo[node.name]:
                 if service == "patroni" and "patroni" not in down[node.name]:

@@ -90,4 +90,22 @@ def etcd_state_new(ev: Evidence) -> list[Finding]:
     return out
 
 
-DIAGNOSES = (etcd_quorum, no_leader, etcd_state_new)
+def etcd_leader_with_patroni_leader(ev: Evidence) -> list[Finding]:
+    """etcd's leader on the Patroni leader's node: a crash of that node costs one more ttl of write outage,
+    because the new etcd leader gives the dead leader's lease its full ttl again (pgha.etcd_leader)."""
+    snap = ev.snapshot
+    etcd_leader = next((m for m in snap.etcd if m.is_leader), None)
+    if snap.leader is None or etcd_leader is None:
+        return []
+    node = ev.spec.node(snap.leader.name)
+    if etcd_leader.name != node.member_name:
+        return []
+    return [Finding(
+        f"etcd's leader and Patroni's leader share {node.name}: a crash of that node adds up to one ttl "
+        "to the write outage",
+        f"etcd leader {etcd_leader.name}, Patroni leader {snap.leader.name}; a new etcd leader renews every "
+        "lease to its full ttl (etcd issues 9395, 13294)",
+        pgha_command("etcd", "move-leader"), Severity.WARNING, node.name, "etcd.leader_with_patroni_leader")]
+
+
+DIAGNOSES = (etcd_quorum, no_leader, etcd_state_new, etcd_leader_with_patroni_leader)

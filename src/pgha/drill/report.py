@@ -8,12 +8,13 @@ from typing import Any
 
 from pgha.drill.runner import DrillResult
 
-COLUMNS = ("run", "write outage s", "new leader s", "healthy s", "acked", "lost", "lost LSN B",
+COLUMNS = ("run", "old leader led etcd", "write outage s", "new leader s", "healthy s", "acked", "lost", "lost LSN B",
            "split brain", "VIP moves", "VIP x2", "safe")
 
 
 def row(r: DrillResult) -> tuple[Any, ...]:
-    return (r.run, r.write_outage_s, r.new_leader_after_s, r.healthy_after_s, r.acked_writes,
+    led = {True: "yes", False: "no", None: "?"}[r.old_leader_led_etcd]
+    return (r.run, led, r.write_outage_s, r.new_leader_after_s, r.healthy_after_s, r.acked_writes,
             r.lost_acked_writes, r.lost_lsn_bytes, r.split_brain_acks + r.old_primary_direct_writes_after_new_leader,
             r.vip_moves, "YES" if r.vip_on_two_hosts else "no", "yes" if r.safe else "NO")
 

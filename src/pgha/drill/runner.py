@@ -39,6 +39,8 @@ class DrillResult:
     action: str
     t_fault: float = 0.0
     old_leader: str | None = None
+    old_leader_led_etcd: bool | None = None
+    """Whether etcd's leader was on the old leader's node just before the fault."""
     new_leader: str | None = None
     write_outage_s: float | None = None
     new_leader_after_s: float | None = None
@@ -157,6 +159,10 @@ class DrillRunner:
         ctx = DrillContext(self.target, self.ops, leader, replica, holder, [])
         result = DrillResult(scenario.name, uuid.uuid4().hex[:10], sync, self.spec.profile.value, "",
                              old_leader=leader.member_name)
+        if scenario.setup is not None:
+            self.say(scenario.setup(ctx))
+        etcd_leader = next((e.name for e in self.ops.snapshot().etcd if e.is_leader), None)
+        result.old_leader_led_etcd = etcd_leader == leader.member_name if etcd_leader else None
         port = self.spec.ports.postgresql
         vip_writer = Writer(str(self.spec.vip.address), port, self.creds, result.run)
         direct = [Writer(str(n.address), port, self.creds, result.run, interval=0.2, node=n.name)

@@ -1,7 +1,8 @@
 """Failure scenarios: each injects one fault through the Transport and later restores the node.
 
 Written against the Transport, so the same scenarios run on the lab (supervisord, namespaces) and on
-servers (systemd, SSH) — a node crash is SIGKILL of Patroni and the postmaster, held down.
+servers (systemd, SSH). ``primary-crash`` kills Patroni and the postmaster and leaves the node's etcd
+running; ``node-crash`` kills every service of the node at once, etcd included (a power cut).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pgha.errors import PghaError, pgha_command
 from pgha.ops import Operations
 from pgha.spec import ClusterSpec, Node
 from pgha.target import Target
+from pgha.topology import services_of
 from pgha.transport.base import Transport
 
 
@@ -37,11 +39,17 @@ class DrillContext:
         return self.target.layout(node).pg_data
 
     def crash(self, node: Node) -> str:
-        """A node crash: Patroni and the postmaster die at once and stay down."""
+        """Patroni and the postmaster die at once and stay down; the node's etcd keeps running."""
         self.transport.kill(node, "patroni", "KILL", hold=True)
         pid = self.transport.kill_postmaster(node, self.pg_data(node), "KILL")
         self.faulted.append((node, "patroni"))
         return f"SIGKILL Patroni and postmaster (pid {pid}) on {node.name}, held down"
+
+    def crash_node(self, node: Node) -> str:
+        """The whole node at once — etcd included — held down: what a power cut does to its services."""
+        killed = self.transport.crash_node(node, self.pg_data(node))
+        self.faulted += [(node, s) for s in services_of(node)]
+        return f"SIGKILL {', '.join(killed)} on {node.name}, held down (the whole node)"
 
     def down(self, node: Node, service: str, sig: str = "KILL") -> str:
         self.transport.kill(node, service, sig, hold=True)
@@ -71,6 +79,8 @@ class Scenario:
     hold: float = 0.0
     """Seconds to keep the fault after the client's writes recover (or after injection if they never
     stopped), before restoring: long enough for the cluster to react."""
+    setup: Callable[[DrillContext], str] | None = None
+    """Run before the writers start (not timed): puts the cluster in the state the drill is about."""
     hold_past_ttl: float | None = None
     """Keep the fault for ttl + this many seconds whatever the writes do, then restore (faults that the
     cluster cannot heal by itself, like a lost etcd quorum)."""
@@ -93,6 +103,10 @@ def _etcd_quorum_loss(ctx: DrillContext) -> str:
     return "; ".join(ctx.down(n, "etcd", "KILL") for n in members)
 
 
+def _etcd_leader_onto_leader(ctx: DrillContext) -> str:
+    return ctx.ops.move_etcd_leader(to=ctx.leader.name)
+
+
 def _vip_holder(ctx: DrillContext) -> Node:
     if ctx.vip_holder is None:
         raise PghaError("no HAProxy node holds the VIP: this drill faults the VIP holder",
@@ -102,8 +116,13 @@ def _vip_holder(ctx: DrillContext) -> Node:
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario("primary-crash", "SIGKILL the leader's Patroni and postmaster (a node crash)",
+    Scenario("primary-crash", "SIGKILL the leader's Patroni and postmaster (its etcd keeps running)",
              lambda c: c.crash(c.leader), expects_failover=True),
+    Scenario("node-crash", "SIGKILL every service of the leader's node at once, etcd included, held down",
+             lambda c: c.crash_node(c.leader), expects_failover=True),
+    Scenario("node-crash-etcd-leader", "the same, with etcd's leadership moved onto the leader's node first "
+             "(the case pgha avoids: the new etcd leader renews the dead leader's key for a full ttl)",
+             lambda c: c.crash_node(c.leader), expects_failover=True, setup=_etcd_leader_onto_leader),
     Scenario("primary-stop", "stop Patroni on the leader gracefully (seed section 14)",
              lambda c: c.stop(c.leader, "patroni"), expects_failover=True),
     Scenario("primary-partition", "cut the leader's network, heal it after the failover",

@@ -224,16 +224,7 @@ class Lab:
         not bring it back) until `start`. Patroni detaches the postmaster, so it is killed by its pid."""
         self.require_running()
         node = self.spec.node(node_name)
-        killed = []
-        # Patroni (then its postmaster) before etcd, keepalived before HAProxy: the service that acts on
-        # the others' state dies first, as if all had died at once.
-        for service in reversed(services_of(node)):
-            pid = self.transport.service_state(node, service).pid
-            self.transport.kill(node, service, "KILL", hold=True)
-            killed.append(f"{service} (pid {pid})" if pid else f"{service} (not running)")
-            if service == "patroni":
-                pm = self.transport.kill_postmaster(node, self.target.layout(node).pg_data, "KILL")
-                killed.append(f"postmaster (pid {pm})" if pm else "postmaster (not running)")
+        killed = self.transport.crash_node(node, self.target.layout(node).pg_data)
         return (f"{node.name} crashed: SIGKILL {', '.join(killed)}; held down until "
                 f"`{pgha_command('lab', 'start', node.name)}`")
 

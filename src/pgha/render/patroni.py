@@ -122,6 +122,9 @@ def config(layout: NodeLayout, secrets: Secrets, *, watchdog: bool = False) -> d
             },
             "parameters": parameters,
             "pg_hba": _hba(layout),
+            # Keeps etcd's leadership off the new leader's node (pgha.etcd_leader): never blocks Patroni.
+            "callbacks": {"on_role_change": f"{spec.paths.patroni_venv}/bin/python {layout.role_change_script} "
+                                            f"--config {layout.role_change_config}"},
         },
         "watchdog": _watchdog(layout) if watchdog else {"mode": "off"},
         "tags": node.tags.model_dump(),
@@ -133,6 +136,15 @@ def _watchdog(layout: NodeLayout) -> dict[str, Any]:
     if w.mode == "off":
         return {"mode": "off"}
     return {"mode": w.mode, "device": w.device, "safety_margin": w.safety_margin}
+
+
+def role_change_config(layout: NodeLayout, secrets: Secrets) -> dict[str, Any]:
+    """The callback's JSON config: this member, every member's gateway, and Patroni's own etcd credentials."""
+    spec = layout.spec
+    etcd3 = config(layout, secrets)["etcd3"]
+    return {"member": layout.node.member_name,
+            "endpoints": {n.member_name: f"https://{n.address}:{spec.ports.etcd_client}" for n in spec.postgres_nodes},
+            **{k: etcd3[k] for k in ("cacert", "cert", "key", "username", "password") if k in etcd3}}
 
 
 def render(layout: NodeLayout, secrets: Secrets, *, watchdog: bool = False) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from pgha.errors import PghaError
 from pgha.files import DirEntry, FileEntry, LinkEntry
 from pgha.spec import Node
+from pgha.topology import services_of
 
 if TYPE_CHECKING:
     from pgha.plan import NodePlan
@@ -143,6 +144,21 @@ class Transport(abc.ABC):
                             hint="the file was altered or the pid was reused; look at who can write it")
         res = self.run(node, ["kill", f"-{sig}", str(pid)], user=POSTGRES_USER)
         return pid if res.ok else None
+
+    def crash_node(self, node: Node, pg_data: str) -> list[str]:
+        """A node's crash: every service SIGKILLed and held down (no restart policy brings it back) until
+        started again; the postmaster, which Patroni detaches, by its pid. Returns what was killed."""
+        killed = []
+        # Patroni (then its postmaster) before etcd, keepalived before HAProxy: the service that acts on
+        # the others' state dies first, as if all had died at once.
+        for service in reversed(services_of(node)):
+            pid = self.service_state(node, service).pid
+            self.kill(node, service, "KILL", hold=True)
+            killed.append(f"{service} (pid {pid})" if pid else f"{service} (not running)")
+            if service == "patroni":
+                pm = self.kill_postmaster(node, pg_data, "KILL")
+                killed.append(f"postmaster (pid {pm})" if pm else "postmaster (not running)")
+        return killed
 
     def isolate(self, node: Node) -> None:
         """Cut the node off the network, its processes left running (a partition)."""
