@@ -119,7 +119,7 @@ def test_role_change_callback_refused_by_etcd_leaves_patroni_unaffected(lab: Lab
     ops = Operations(spec, Credentials.of(spec), t)
     snap = ops.snapshot()
     candidate = spec.node(snap.sync_standbys[0] if snap.sync_standbys else snap.replicas[0].name)
-    plan = next(p for p in lab.plans() if p.node == candidate)
+    plan = lab.target.plan(candidate)
     good = plan.file(plan.layout.role_change_config)
     config = json.loads(good.content)
     names = list(config["endpoints"])
