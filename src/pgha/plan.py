@@ -126,11 +126,12 @@ def _postgres_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets, clus
                     watchdog: bool) -> tuple[list[DirEntry], list[FileEntry]]:
     pg_read = ("u:postgres:r",)
     dirs = [
-        # The seed: etcd owns the cert directory (0700); postgres reads it through an ACL.
-        DirEntry(layout.certs_dir, "etcd", "etcd", 0o700, ("u:postgres:rx",)),
+        # Root owns the directories of keys and configs (the seed gave them to etcd and postgres): a service
+        # user cannot swap a file there for a link while root writes it. postgres reads the certs via an ACL.
+        DirEntry(layout.certs_dir, "root", "etcd", 0o750, ("u:postgres:rx",)),
         DirEntry(str(Path(layout.etcd_env).parent), "root", "root", 0o755),
         DirEntry(layout.etcd_data, "etcd", "etcd", 0o700),
-        DirEntry(str(Path(layout.patroni_config).parent), "postgres", "postgres", 0o750),
+        DirEntry(str(Path(layout.patroni_config).parent), "root", "postgres", 0o750),  # Patroni writes nothing here
         DirEntry(layout.pg_home, "postgres", "postgres", 0o700),
         DirEntry(layout.pg_socket_dir, "postgres", "postgres", 0o2775),
         DirEntry(layout.run_dir, "root", "root", 0o755),

@@ -157,10 +157,14 @@ def test_postgres_node_files_owners_modes_acls(plans: dict[str, NodePlan]) -> No
     plan = plans["postgres-01"]
     assert {f.path: meta(f) for f in plan.files} == POSTGRES_FILES
     dirs = {d.path: (d.owner, d.group, d.mode, d.acl) for d in plan.dirs}
-    # etcd owns the certificate directory; postgres (Patroni, PostgreSQL) gets in through an ACL.
-    assert dirs["/etc/etcd/certs"] == ("etcd", "etcd", 0o700, ("u:postgres:rx",))
+    # Root owns the directories of keys and configs (a service user cannot swap their files); etcd reads
+    # the certificates through the group, postgres (Patroni, PostgreSQL) through an ACL.
+    assert dirs["/etc/etcd/certs"] == ("root", "etcd", 0o750, ("u:postgres:rx",))
     assert dirs["/var/lib/etcd"] == ("etcd", "etcd", 0o700, ())
-    assert dirs["/etc/patroni"][:2] == ("postgres", "postgres") and dirs["/etc/patroni"][2] & 0o007 == 0
+    assert dirs["/etc/patroni"] == ("root", "postgres", 0o750, ())
+    # Every directory holding a file pgha writes is root's: no file is written where a service user writes.
+    holders = {str(Path(f.path).parent) for f in plan.files}
+    assert all(d.owner == "root" for d in plan.dirs if d.path in holders)
     assert plan.users == ("etcd", "postgres")
 
 
@@ -448,7 +452,7 @@ def test_init_certs_render_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (7 + 15 + 1)  # directories, files, the patronictl link
     assert "postgres-01\t/etc/etcd/certs/ca.crt\tetcd\tetcd\t0644\tu:postgres:r\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs/etcd-node1.key\tetcd\tetcd\t0600\t\tfile" in manifest
-    assert "postgres-01\t/etc/etcd/certs\tetcd\tetcd\t0700\tu:postgres:rx\tdir" in manifest
+    assert "postgres-01\t/etc/etcd/certs\troot\tetcd\t0750\tu:postgres:rx\tdir" in manifest
     assert os.readlink(out / "postgres-01/usr/local/bin/patronictl") == "/opt/pgha/patroni/bin/patronictl"
 
     config = out / "postgres-01/etc/patroni/config.yml"
@@ -493,3 +497,37 @@ def test_watchdog_rendered_for_servers_and_never_for_the_lab() -> None:
     assert "ExecStartPre" not in text(off, "/etc/systemd/system/patroni.service")
     assert spec_mod.parse(spec_mod.default_data(), "(t)").watchdog.mode == "automatic"
     assert spec_mod.parse(spec_mod.default_data(lab=True), "(t)").watchdog.mode == "off"
+
+
+# -- `pgha render --out`: a private folder, nothing written through a link or over a file -----------
+
+
+def test_render_out_is_private_refuses_a_non_empty_folder_and_never_follows_links(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(spec_mod, "STATE_ROOT", tmp_path / "state")
+    assert main(["init", "-o", "cluster.yml"]) == 0
+    out = tmp_path / "out"
+    assert main(["render", "--spec", "cluster.yml", "--out", "out"]) == 0
+    assert out.stat().st_mode & 0o777 == 0o700
+    key = out / "postgres-01/etc/etcd/certs/server.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and (out / "MANIFEST.tsv").stat().st_mode & 0o777 == 0o600
+    capsys.readouterr()
+    # Again into the same folder: refused, unless --force (an earlier render's output is replaced).
+    assert main(["render", "--spec", "cluster.yml", "--out", "out"]) == 2
+    assert "out is not empty" in capsys.readouterr().err
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    key.unlink()
+    key.symlink_to(victim)  # planted where a key will be written
+    assert main(["render", "--spec", "cluster.yml", "--out", "out", "--force"]) == 0
+    assert victim.read_text() == "mine\n" and not key.is_symlink() and key.stat().st_mode & 0o777 == 0o600
+    # --force never empties a folder pgha did not write, nor writes through a link to one.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep\n")
+    assert main(["render", "--spec", "cluster.yml", "--out", "mine", "--force"]) == 2
+    assert "not an earlier `pgha render` output" in capsys.readouterr().err
+    (tmp_path / "link").symlink_to(mine)
+    assert main(["render", "--spec", "cluster.yml", "--out", "link", "--force"]) == 2
+    assert (mine / "notes.txt").read_text() == "keep\n" and len(list(mine.iterdir())) == 1

@@ -114,14 +114,15 @@ def certs_check(spec_path: str | None, fmt: str) -> None:
 @cli.command()
 @spec_option
 @click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False),
-              help="Directory to write DIR/<node>/<absolute path> into.")
-def render(spec_path: str | None, out_dir: str) -> None:
+              help="A new or empty directory to write DIR/<node>/<absolute path> into (created 0700).")
+@click.option("--force", is_flag=True, help="Replace an earlier `pgha render` output in --out.")
+def render(spec_path: str | None, out_dir: str, force: bool) -> None:
     """Write every node's files (configs, certificates, units) exactly as `pgha deploy` installs them."""
     from pgha import render_out
     from pgha.target import ServerTarget
 
     spec = load_spec(spec_path)
-    written = render_out.write_tree(ServerTarget(spec), Path(out_dir))
+    written = render_out.write_tree(ServerTarget(spec), Path(out_dir), force=force)
     for node, count in written.items():
         err.print(f"{node}: {count} files")
     err.print(f"rendered into {out_dir}/ (owners and modes in {out_dir}/MANIFEST.tsv)")

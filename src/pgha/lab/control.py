@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pgha import poll
 from pgha.errors import MissingPrerequisite, UsageError, pgha_command
+from pgha.files import DirEntry
 from pgha.lab.network import LabNetwork, existing_namespaces, ip
 from pgha.lab.target import LabTarget
 from pgha.lab.transport import NetnsTransport
@@ -98,11 +99,8 @@ class Lab:
             d.chmod(0o711)  # entered on the way to a node root; listed by root only
         for plan in plans:
             self.transport.ensure_users(plan.node, plan.users)
-            root = self.state.node_root(plan.node)
-            root.mkdir(mode=0o700, exist_ok=True)
-            root.chmod(0o700)
-            subprocess.run(["setfacl", "-m", ",".join(f"u:{u}:x" for u in plan.users), str(root)],
-                           check=True, capture_output=True)
+            self.transport.ensure_dir(plan.node, DirEntry(str(self.state.node_root(plan.node)), mode=0o700,
+                                                          acl=tuple(f"u:{u}:x" for u in plan.users)))
 
     def _check_subnet_free(self) -> None:
         """Another lab (another cluster name) on the same subnet would fight over addresses."""

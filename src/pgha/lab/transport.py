@@ -11,42 +11,26 @@ import os
 import pwd
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from pgha.errors import PghaError, pgha_command
-from pgha.files import DirEntry, FileEntry, significant_mode_bits
+from pgha.files import DirEntry, FileEntry, LinkEntry
 from pgha.lab.network import LabNames, LabNetwork
 from pgha.lab.supervision import Supervisor, program_name
 from pgha.layout import StateLayout
 from pgha.plan import SYSTEM_USERS, NodePlan
 from pgha.spec import ClusterSpec, Node
+from pgha.transport import files_helper
 from pgha.transport.base import CommandResult, FileStat, ProcessInfo, ServiceState, Transport, completed
 
 
-def _ids(owner: str, group: str) -> tuple[int, int]:
+def _sync(entries: list[DirEntry | FileEntry | LinkEntry]) -> bool:
+    """The servers' writer (files_helper), in-process: nothing is changed by a path a service user could swap."""
     try:
-        return pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid
-    except KeyError as exc:
-        raise PghaError(f"system user or group missing: {exc.args[0]}",
+        return bool(files_helper.sync(files_helper.items(entries), check=False))
+    except SystemExit as exc:  # the helper's way of naming a missing user on a server
+        raise PghaError(str(exc),
                         hint=f"run `{pgha_command('lab', 'up')}`, which creates the seed's system users") from None
-
-
-def _set_meta(path: str, owner: str, group: str, mode: int, acl: tuple[str, ...]) -> bool:
-    st = os.lstat(path)
-    uid, gid = _ids(owner, group)
-    changed = False
-    if (st.st_uid, st.st_gid) != (uid, gid):
-        os.chown(path, uid, gid)
-        changed = True
-    significant = significant_mode_bits(bool(acl))
-    if (st.st_mode & significant) != (mode & significant):
-        changed = True
-    if changed or acl:
-        os.chmod(path, mode)
-    if acl:  # after chmod: chmod would reset the mask
-        subprocess.run(["setfacl", "-m", ",".join(acl), path], check=True, capture_output=True)
-    return changed
 
 
 class NetnsTransport(Transport):
@@ -75,23 +59,13 @@ class NetnsTransport(Transport):
         return completed(proc, full)
 
     def put_file(self, node: Node, entry: FileEntry) -> bool:
-        path = Path(entry.path)
-        current = path.read_bytes() if path.exists() else None
-        changed = current != entry.content
-        if changed:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            with os.fdopen(fd, "wb") as f:
-                f.write(entry.content)
-            os.chmod(tmp, entry.mode)
-            os.replace(tmp, path)
-        return _set_meta(str(path), entry.owner, entry.group, entry.mode, entry.acl) or changed
+        return _sync([entry])
 
     def ensure_dir(self, node: Node, entry: DirEntry) -> bool:
-        path = Path(entry.path)
-        created = not path.is_dir()
-        path.mkdir(parents=True, exist_ok=True)
-        return _set_meta(str(path), entry.owner, entry.group, entry.mode, entry.acl) or created
+        return _sync([entry])
+
+    def ensure_link(self, node: Node, entry: LinkEntry) -> bool:
+        return _sync([entry])
 
     def read_file(self, node: Node, path: str) -> bytes | None:
         try:

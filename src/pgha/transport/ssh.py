@@ -218,16 +218,7 @@ class SshTransport(Transport):
                      check: bool = False) -> list[FileChange]:
         """Bring files, directories and links to their content, owner, mode and ACL in one round trip;
         with ``check`` only report what would change (with the old content, for diffs)."""
-        items: list[dict[str, Any]] = []
-        for e in entries:
-            if isinstance(e, LinkEntry):
-                items.append({"path": e.path, "kind": "link", "target": e.target})
-                continue
-            item: dict[str, Any] = {"path": e.path, "owner": e.owner, "group": e.group, "mode": e.mode,
-                                    "acl": list(e.acl), "kind": "dir" if isinstance(e, DirEntry) else "file"}
-            if isinstance(e, FileEntry):
-                item["content"] = base64.b64encode(e.content).decode()
-            items.append(item)
+        items = files_helper.items(entries)
         if not items:
             return []
         payload = json.dumps({"check": check, "entries": items}).encode()
