@@ -75,8 +75,10 @@ def test_deploy_from_nothing(spec_file: Path, machines: Machines) -> None:
     # etcd authorization: Patroni's own certificate; the member's key is etcd's alone; pgha's stays home
     assert "postgres postgres 600 /etc/etcd/certs/patroni.key" in listing
     assert "etcd etcd 600 /etc/etcd/certs/etcd-node1.key" in listing and "client.key" not in listing
+    # etcdctl prints endpoint health on stderr
     seed = machines.ssh("postgres-01", "cd /etc/etcd/certs && etcdctl --endpoints=https://127.0.0.1:2379 "
-                                       "--cacert=ca.crt --cert=etcd-node1.crt --key=etcd-node1.key endpoint health; "
+                                       "--cacert=ca.crt --cert=etcd-node1.crt --key=etcd-node1.key "
+                                       "endpoint health 2>&1; "
                                        "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=ca.crt "
                                        "--cert=etcd-node1.crt --key=etcd-node1.key put /service/x y 2>&1 || true")
     assert "is healthy" in seed and "permission denied" in seed, seed

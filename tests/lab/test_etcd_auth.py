@@ -139,7 +139,9 @@ def _peer_get(lab: Lab, source: str, target: Node, stem: str) -> str:
     it connects from, so a member's certificate is tried from its own node."""
     crt, key = pki(lab, stem)
     p = subprocess.run(["ip", "netns", "exec", lab.transport.netns(lab.spec.node(source)), "curl", "-sS",
-                        "--max-time", "5", "--cacert", str(lab.state.pki / "ca.crt"), "--cert", crt, "--key", key,
+                        # etcd offers h2 by ALPN on the peer port but serves its peer API over HTTP/1.1 only
+                        "--http1.1", "--max-time", "5",
+                        "--cacert", str(lab.state.pki / "ca.crt"), "--cert", crt, "--key", key,
                         "-o", "/dev/null", "-w", "%{http_code}",
                         f"https://{target.address}:{lab.spec.ports.etcd_peer}/members"],
                        capture_output=True, text=True, timeout=30)

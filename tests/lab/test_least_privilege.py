@@ -15,6 +15,7 @@ import pytest
 from pgha.lab.control import Lab
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
+from pgha.probe.cluster import Prober
 from pgha.roles import REWIND_FUNCTIONS
 from pgha.spec import Node
 
@@ -31,9 +32,7 @@ def psql_from(lab: Lab, node: Node, dsn: str, sql: str, password: str) -> subpro
 
 
 def leader(lab: Lab) -> Node:
-    from pgha.snapshot import take
-
-    snap = take(lab.spec, Credentials.of(lab.spec), lab.transport)
+    snap = Prober(lab.spec, Credentials.of(lab.spec), lab.transport).snapshot()
     assert snap.leader is not None
     return lab.spec.node(snap.leader.name)
 
