@@ -69,7 +69,8 @@ def test_deploy_from_nothing(spec_file: Path, machines: Machines) -> None:
     listing = machines.ssh("postgres-01", "stat -c '%U %G %a %n' /etc/etcd/certs /etc/etcd/certs/*; "
                                           "getfacl -cp /etc/etcd/certs/ca.crt; readlink /etc/localtime; "
                                           "ls /etc/postgresql; systemctl is-enabled postgresql etcd patroni")
-    assert "etcd etcd 750 /etc/etcd/certs" in listing  # 0700 + the postgres ACL (mask r-x)
+    # root owns it (no service user can swap a file in it, issue 18); etcd reads it, postgres through the ACL
+    assert "root etcd 750 /etc/etcd/certs" in listing
     assert "postgres postgres 600 /etc/etcd/certs/server.key" in listing
     assert "user:postgres:r--" in listing
     # etcd authorization: Patroni's own certificate; the member's key is etcd's alone; pgha's stays home
