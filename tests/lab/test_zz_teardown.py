@@ -29,7 +29,7 @@ def test_zz_down_leaves_nothing(lab: Lab) -> None:
     pids.append(lab.transport.supervisor.pid() or 0)
     assert len(pids) > 15
     started = {p: start_time(p) for p in pids}
-    lab.down()
+    said = lab.down()
     assert not [ns for ns in existing_namespaces() if ns.startswith(lab.network.names.prefix)]
     assert not link_exists(lab.network.names.bridge)
     # The same process (pid and start time: pids are reused quickly on a busy machine) still there?
@@ -37,5 +37,7 @@ def test_zz_down_leaves_nothing(lab: Lab) -> None:
     # killed daemons may linger a moment as zombies of a non-init PID 1
     zombies = [p for p in alive if "Z" in subprocess.run(["ps", "-o", "stat=", "-p", str(p)],
                                                          capture_output=True, text=True).stdout]
-    assert sorted(alive) == sorted(zombies)
+    survivors = {p: subprocess.run(["ps", "-o", "stat=,wchan:20=,args=", "-p", str(p)], capture_output=True,
+                                   text=True).stdout.strip() for p in alive if p not in zombies}
+    assert not survivors, f"down left these running: {survivors}; down said: {said}"
     assert not lab.state.root.exists()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgha import poll
-from pgha.errors import MissingPrerequisite, UsageError, pgha_command
+from pgha.errors import MissingPrerequisite, PghaError, UsageError, pgha_command
 from pgha.files import DirEntry
 from pgha.lab.network import LabNetwork, existing_namespaces, ip
 from pgha.lab.target import LabTarget
@@ -23,6 +23,18 @@ from pgha.spec import ClusterSpec, Node
 from pgha.topology import SERVICES, services_of
 
 FAULT_SERVICES = (*SERVICES, "postgres")
+
+
+def _proc_state(pid: int) -> str:
+    """The kernel's one-letter state of a process ('' when there is none)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _running(pid: int) -> bool:
+    return _proc_state(pid) not in ("", "Z", "X")
 
 
 def check_prerequisites(spec: ClusterSpec) -> None:
@@ -118,21 +130,25 @@ class Lab:
         done: list[str] = []
         # With the data kept, stop gracefully (clean PostgreSQL shutdown); otherwise power off at once.
         self.transport.supervisor.shutdown(timeout=60, graceful=keep_data)
-        # Anything still alive in our namespaces (e.g. a postmaster orphaned by a killed Patroni).
-        for ns in existing_namespaces():
-            if ns.startswith(self.network.names.prefix):
-                pids = ip("netns", "pids", ns, check=False).stdout.split()
-                for pid in pids:
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                        done.append(f"killed pid {pid} in {ns}")
-                    except (ProcessLookupError, ValueError):
-                        pass
-        with contextlib.suppress(poll.TimedOut):  # what is left is removed with the namespaces
-            poll.until("the namespaces' processes gone", lambda: (not any(
-                ip("netns", "pids", ns, check=False).stdout.strip()
-                for ns in existing_namespaces() if ns.startswith(self.network.names.prefix)), "some left"), 5,
+        # Anything still alive in our namespaces (e.g. a postmaster orphaned by a killed Patroni). Listed
+        # again until none is left: an orphaned Patroni can fork between a listing and the kills.
+        killed: set[int] = set()
+        for _ in range(20):
+            fresh = set(self._namespace_pids()) - killed
+            if not fresh:
+                break
+            for pid in sorted(fresh):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    done.append(f"killed pid {pid}")
+            killed |= fresh
+        # A killed process can take a while to exit (uninterruptible I/O on a loaded machine): wait for
+        # each to be gone or a zombie, which removing the namespaces does not do.
+        with contextlib.suppress(poll.TimedOut):
+            poll.until("the lab's processes gone", lambda: (
+                not (left := [p for p in killed if _running(p)]), f"still exiting: {sorted(left)}"), 30,
                 interval=0.05)
+        done += [f"pid {p} still exiting ({_proc_state(p)})" for p in sorted(killed) if _running(p)]
         done += self.network.destroy()
         if not keep_data and self.state.root.exists():
             if keep_pki:
@@ -142,6 +158,16 @@ class Lab:
                 shutil.rmtree(self.state.root, ignore_errors=True)
             done.append(f"removed {self.state.root}" + (" (kept pki/ and secrets)" if keep_pki else ""))
         return done
+
+    def _namespace_pids(self) -> list[int]:
+        pids = []
+        for ns in existing_namespaces():
+            if ns.startswith(self.network.names.prefix):
+                proc = ip("netns", "pids", ns, check=False)
+                if proc.returncode and ns in existing_namespaces():  # a listing that failed must not pass for empty
+                    raise PghaError(f"cannot list the processes of namespace {ns}: {proc.stderr.strip()}")
+                pids += [int(pid) for pid in proc.stdout.split()]
+        return pids
 
     # -- status and faults ------------------------------------------------------------------
     def require_running(self) -> None:
