@@ -15,14 +15,13 @@ import pytest
 from pgha import spec as spec_mod
 from pgha.deploy.bundle import build as build_bundle
 from pgha.drill.runner import DrillRunner
-from pgha.drill.scenarios import DrillContext, Scenario
 from pgha.ops import Operations
 from pgha.probe import Credentials
-from pgha.spec import Node
 from pgha.target import ServerTarget
 from pgha.transport.ssh import SshError, SshTransport
 from tests.deploy.helpers import FIGURES, assert_deploy_changes_nothing, changed_spec, pgha
 from tests.deploy.nspawn import SUBNET, Machines
+from tests.deploy.power import PowerTransport, power_cut
 
 pytestmark = pytest.mark.deploy
 
@@ -170,34 +169,6 @@ def test_kill_hold_keeps_a_service_down(spec_file: Path) -> None:
         assert t.service_state(node, "haproxy").running
 
 
-class PowerTransport(SshTransport):
-    """The SSH transport, plus the machine's power switch as a pseudo-service for drills."""
-
-    def __init__(self, spec: spec_mod.ClusterSpec, machines: Machines) -> None:
-        super().__init__(spec)
-        self.machines = machines
-
-    def start(self, node: Node, service: str) -> None:
-        if service == "power":
-            self.machines.power_on(node.name)
-            self.machines.wait_ssh([node.name], timeout=60)
-            return
-        super().start(node, service)
-
-
-def _power_cut(machines: Machines, led_etcd: bool) -> Scenario:
-    def inject(ctx: DrillContext) -> str:
-        machines.power_cut(ctx.leader.name)
-        ctx.faulted.append((ctx.leader, "power"))
-        return f"power cut of {ctx.leader.name} (SIGKILL to its systemd-nspawn: etcd, Patroni, PostgreSQL)"
-
-    def setup(ctx: DrillContext) -> str:  # force the case: etcd's leader on the leader's machine, or not
-        return ctx.ops.move_etcd_leader(to=ctx.leader.name) if led_etcd else ctx.ops.move_etcd_leader()
-
-    return Scenario("primary-power-cut", "power cut of the leader's machine", inject, expects_failover=True, hold=3,
-                    setup=setup)
-
-
 @pytest.mark.parametrize("led_etcd", [True, False], ids=["etcd-leader", "not-etcd-leader"])
 def test_drill_primary_power_cut_loses_no_acknowledged_write(spec_file: Path, machines: Machines,
                                                               led_etcd: bool) -> None:
@@ -206,7 +177,7 @@ def test_drill_primary_power_cut_loses_no_acknowledged_write(spec_file: Path, ma
     with PowerTransport(spec, machines) as t:
         ops = Operations(spec, creds, t)
         ops.set_sync(True, False)  # returns once the DCS names a sync standby: a replica may take over
-        result = DrillRunner(ServerTarget(spec, t), creds).run(_power_cut(machines, led_etcd), sync=True)
+        result = DrillRunner(ServerTarget(spec, t), creds).run(power_cut(machines, led_etcd), sync=True)
     case = "etcd leader" if led_etcd else "not etcd leader"
     FIGURES[f"power-cut drill ({spec.profile.value}, {case}): write outage"] = result.write_outage_s or -1
     FIGURES[f"power-cut drill ({case}): healthy again (old leader rejoined)"] = result.healthy_after_s or -1
