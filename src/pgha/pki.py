@@ -421,12 +421,14 @@ def _ensure_ca(spec: ClusterSpec, state: StateLayout, now: datetime
                          f"{recreate}")
 
 
-def ensure_pki(spec: ClusterSpec, state: StateLayout, *, now: datetime | None = None) -> PkiReport:
+def ensure_pki(spec: ClusterSpec, state: StateLayout, *, now: datetime | None = None,
+               rotate: bool = False) -> PkiReport:
     """Create the CA and every certificate the spec needs; keep those still valid, byte for byte.
 
     A leaf is re-issued (with a new key) only when a file is missing or unreadable, its key does not
     match, it is not signed by the current CA, its CN, SANs or usages no longer match the spec, or it
-    expires within 30 days. An incomplete CA raises :class:`PghaError` instead of being replaced.
+    expires within 30 days — or always with ``rotate`` (``pgha certs rotate``). An incomplete CA raises
+    :class:`PghaError` instead of being replaced.
     """
     now = now or datetime.now(UTC)
     make_private_dir(state.pki)
@@ -437,10 +439,10 @@ def ensure_pki(spec: ClusterSpec, state: StateLayout, *, now: datetime | None = 
         action, reason = Action.CREATED, None
         if crt.exists() or key_path.exists():
             _, problems = _leaf_check(exp, crt, key_path, ca, now)
-            if not problems:
+            if not problems and not rotate:
                 actions += _keep(crt, key_path)
                 continue
-            action, reason = Action.REISSUED, "; ".join(problems)
+            action, reason = Action.REISSUED, "; ".join(problems) or "rotated"
         cert, key = _issue_leaf(exp, ca, ca_key, days=spec.pki.leaf_days, now=now)
         _write_pair(crt, key_path, cert, key)
         actions += [PkiAction(key_path, action, reason), PkiAction(crt, action, reason)]

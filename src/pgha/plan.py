@@ -54,6 +54,12 @@ class NodePlan:
         """Directories, files and links, in the order they are written."""
         return (*self.dirs, *self.files, *self.links)
 
+    @property
+    def tls_files(self) -> tuple[FileEntry, ...]:
+        """The node's certificates, keys and trusted CA files (what a rotation pushes)."""
+        return tuple(f for f in self.files if f.path.startswith(f"{self.layout.certs_dir}/")
+                     or f.path == self.layout.haproxy_ca)
+
     def service(self, name: str) -> Service:
         for s in self.services:
             if s.name == name:

@@ -105,6 +105,7 @@ CASES: list[tuple[str, int, str]] = [
     ("metrics postgres-01 --spec {ready}", 1, "https://127.203.13.203:8008/metrics: ConnectError"),
     ("ctl --spec {bare} -- list", 4, "no generated secrets"),
     ("reset --spec {ready}", 2, "no lab is running"),
+    ("certs rotate --spec {ready}", 2, "no lab is running"),
     ("drill primary-nap --spec {ready}", 2, "Invalid value for 'SCENARIO': 'primary-nap' is not one of"),
     ("drill primary-crash --repeat 0 --spec {ready}", 2, "0 is not in the range 1<=x<=100"),
     ("drill primary-crash --spec {ready}", 2, "no lab is running"),

@@ -189,6 +189,22 @@ def test_second_run_keeps_everything(spec: ClusterSpec, state: StateLayout, issu
     assert all(a.action is pki.Action.KEPT and a.reason is None for a in again.actions)
 
 
+def test_rotate_reissues_every_leaf_and_keeps_the_ca(spec: ClusterSpec, state: StateLayout,
+                                                     issued: pki.PkiReport) -> None:
+    ca_before = (state.pki / "ca.crt").read_bytes(), (state.pki / "ca.key").read_bytes()
+    serials = {stem: cert(state, stem).serial_number for stem in LEAVES}
+    keys = {stem: (state.pki / f"{stem}.key").read_bytes() for stem in LEAVES}
+    report = pki.ensure_pki(spec, state, rotate=True)
+    assert ((state.pki / "ca.crt").read_bytes(), (state.pki / "ca.key").read_bytes()) == ca_before
+    assert report.action_for("ca.crt").action is pki.Action.KEPT
+    for stem in LEAVES:
+        assert report.action_for(f"{stem}.crt") == pki.PkiAction(state.pki / f"{stem}.crt", pki.Action.REISSUED,
+                                                                 "rotated")
+        assert cert(state, stem).serial_number != serials[stem]
+        assert (state.pki / f"{stem}.key").read_bytes() != keys[stem]  # a new key, not only a new serial
+    assert all(s.ok for s in pki.check_pki(spec, state))
+
+
 def test_address_change_reissues_only_that_node(spec: ClusterSpec, state: StateLayout,
                                                 issued: pki.PkiReport) -> None:
     before = snapshot(state)

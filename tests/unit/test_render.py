@@ -174,6 +174,14 @@ def test_haproxy_node_files_owners_modes(plans: dict[str, NodePlan]) -> None:
     assert plan.users == ("haproxy", "keepalived_script")
 
 
+def test_tls_files_are_the_certificates_keys_and_ca_files(plans: dict[str, NodePlan]) -> None:
+    """What `pgha certs rotate` pushes: every certificate, key and CA file of the node, nothing else."""
+    pg = {f.path.removeprefix("/etc/etcd/certs/") for f in plans["postgres-01"].tls_files}
+    assert pg == {"ca.crt", "etcd-node1.crt", "etcd-node1.key", "server.crt", "server.key", "server.pem",
+                  "patroni.crt", "patroni.key"}
+    assert [f.path for f in plans["haproxy-01"].tls_files] == ["/etc/haproxy/ca.crt"]
+
+
 def test_keepalived_check_script_only_root_can_change(plans: dict[str, NodePlan]) -> None:
     """keepalived's script security: the script and every directory above it writable by root only."""
     for name in ("haproxy-01", "haproxy-02", "haproxy-03"):

@@ -10,8 +10,8 @@ from pgha.pki import RENEW_DAYS
 
 
 def reissue() -> str:
-    return (f"`{pgha_command('certs')}` (re-issues it), then deploy the new files (`{pgha_command('render')}` "
-            "writes them with owners and modes) and restart the services that use them")
+    return (f"`{pgha_command('certs', 'rotate')}`: re-issues every leaf certificate, pushes it to the nodes and "
+            "reloads the engines (no restart)")
 
 
 def expiry(ev: Evidence) -> list[Finding]:

@@ -98,6 +98,12 @@ def _switchover(ctx: DrillContext) -> str:
     return ctx.ops.switchover(sync[0] if sync else ctx.replica.name)
 
 
+def _cert_rotate(ctx: DrillContext) -> str:
+    from pgha.rotate import CertRotator
+
+    return CertRotator(ctx.target).rotate_leaves().summary()
+
+
 def _etcd_quorum_loss(ctx: DrillContext) -> str:
     members = [n for n in ctx.spec.postgres_nodes if n != ctx.leader][:2]
     return "; ".join(ctx.down(n, "etcd", "KILL") for n in members)
@@ -138,6 +144,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              lambda c: c.down(_vip_holder(c), "haproxy"), hold=3),
     Scenario("keepalived-down", "SIGKILL keepalived on the VIP holder, held down",
              lambda c: c.down(_vip_holder(c), "keepalived"), hold=8),
+    Scenario("cert-rotate", "`pgha certs rotate`: every leaf certificate re-issued and reloaded under load",
+             _cert_rotate),
     Scenario("patroni-only-crash", "SIGKILL only Patroni on the leader (the postmaster keeps running)",
              lambda c: c.down(c.leader, "patroni"), expects_failover=True, hold=3),
 ]}

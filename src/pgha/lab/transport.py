@@ -10,6 +10,7 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from pgha.errors import PghaError, pgha_command
 from pgha.files import DirEntry, FileEntry, LinkEntry
 from pgha.lab.network import LabNames, LabNetwork
 from pgha.lab.supervision import Supervisor, program_name
-from pgha.layout import StateLayout
-from pgha.plan import SYSTEM_USERS, NodePlan
+from pgha.layout import NodeLayout, StateLayout
+from pgha.plan import SERVICE_BUILDERS, SYSTEM_USERS, NodePlan
 from pgha.spec import ClusterSpec, Node
 from pgha.transport import files_helper
 from pgha.transport.base import CommandResult, FileStat, ProcessInfo, ServiceState, Transport, completed
@@ -101,6 +102,15 @@ class NetnsTransport(Transport):
 
     def stop(self, node: Node, service: str) -> None:
         self.supervisor.stop_program(program_name(node, service))
+
+    def reload(self, node: Node, service: str) -> None:
+        """The service's reload signal to its main process, as its unit's ExecReload sends it (HAProxy's
+        master gets USR2 and starts new workers; the old ones finish their connections)."""
+        sig = SERVICE_BUILDERS[service](NodeLayout(self.spec, node), False).reload_signal
+        pid = self.supervisor.program_pid(program_name(node, service))
+        if sig is None or pid is None:
+            raise PghaError(f"{node.name}: {service} " + ("is not running" if sig else "has no reload"))
+        os.kill(pid, getattr(signal, f"SIG{sig}"))
 
     def kill(self, node: Node, service: str, sig: str = "KILL", hold: bool = False) -> None:
         if hold:

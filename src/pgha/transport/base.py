@@ -105,6 +105,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def logs(self, node: Node, service: str, lines: int = 50) -> str: ...
 
+    def reload(self, node: Node, service: str) -> None:
+        """Make the running service re-read its files without a restart (systemd's ExecReload: Patroni and
+        keepalived SIGHUP, HAProxy a seamless reload)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot reload a service")
+
     # -- shared behaviour -----------------------------------------------------------------------
     def restart(self, node: Node, service: str) -> None:
         self.stop(node, service)
