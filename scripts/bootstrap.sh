@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything pgha needs on a Debian 12 / Ubuntu 24.04 machine, idempotently:
-#   Debian packages (PostgreSQL, etcd, HAProxy, keepalived, acl, iproute2),
+#   Debian packages (PostgreSQL, etcd, HAProxy, keepalived, acl, iproute2; Prometheus, Alertmanager and the
+#   postgres and blackbox exporters for the monitor role and its rules' tests),
 #   the pgha package in ./.venv, and Patroni in /opt/pgha/patroni (built from the system Python,
 #   because Patroni runs as the postgres user, who cannot enter /root where a clone often lives).
 set -euo pipefail
@@ -14,7 +15,8 @@ fi
 PG_VERSION="${PG_VERSION:-15}"
 PKGS=(etcd-server etcd-client haproxy keepalived acl iproute2 python3-venv python3-pip
       "postgresql-${PG_VERSION}" "postgresql-client-${PG_VERSION}" ca-certificates
-      systemd-container debootstrap gnupg)
+      systemd-container debootstrap gnupg
+      prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-blackbox-exporter)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -386,6 +386,17 @@ class Deploy(Frozen):
     ssh: Ssh = Ssh()
 
 
+class Monitoring(Frozen):
+    """Prometheus and Alertmanager (the ``monitor`` role) and the alert rules pgha renders."""
+
+    scrape_interval_s: Annotated[int, Field(ge=1, le=300)] = 15
+    evaluation_interval_s: Annotated[int, Field(ge=1, le=300)] = 15
+    paused_minutes: Annotated[int, Field(ge=1)] = 30
+    """How long Patroni may stay paused (maintenance mode) before it is an alert."""
+    webhook_url: Annotated[str | None, Field(pattern=r"^https?://[^\s]+$")] = None
+    """Where Alertmanager posts alerts (its webhook receiver); unset: the monitor node's local recorder."""
+
+
 class ClusterSettings(Frozen):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = "postgresql-cluster"
     """Patroni's scope; also names the lab's namespaces and the state directory."""
@@ -424,6 +435,7 @@ class ClusterSpec(Frozen):
     paths: Paths = Paths()
     pki: Pki = Pki()
     lab: LabSettings = LabSettings()
+    monitoring: Monitoring = Monitoring()
     deploy: Deploy | None = None
     """Present for a cluster of real servers (`pgha deploy`); absent for the lab."""
 

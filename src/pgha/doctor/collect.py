@@ -20,7 +20,8 @@ import psycopg
 import yaml
 from cryptography import x509
 
-from pgha.doctor.model import CertFact, Evidence, FileFact, NodeFacts, PgFact, PortFact, etcd3_section
+from pgha.doctor.model import (CertFact, Evidence, FileFact, NodeFacts, PgFact, PortFact, SlotFact,
+                               etcd3_section)
 from pgha.errors import PghaError
 from pgha.layout import NodeLayout
 from pgha.pki import issued_by, san_strings
@@ -166,11 +167,15 @@ def _pg(spec: ClusterSpec, node: Node, creds: Credentials, password: str | None)
             recv = conn.execute("select status, sender_host from pg_stat_wal_receiver").fetchone()
             senders = conn.execute("select coalesce(host(client_addr), 'local') from pg_stat_replication "
                                    "where state = 'streaming'").fetchall()
+            slots = [] if row[0] else conn.execute(
+                "select slot_name, active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint "
+                "from pg_replication_slots").fetchall()
     except (psycopg.Error, OSError) as exc:
         return PgFact(False, _short(exc))
     return PgFact(True, None, bool(row[0]), bool(row[1]), bool(row[2]), str(row[3] or ""),
                   str(recv[0]) if recv else None, str(recv[1]) if recv else None,
-                  tuple(str(s[0]) for s in senders))
+                  tuple(str(s[0]) for s in senders),
+                  tuple(SlotFact(str(n), bool(a), int(b)) for n, a, b in slots))
 
 
 def _yaml(raw: bytes | None) -> dict[str, Any] | None:

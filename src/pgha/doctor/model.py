@@ -10,19 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from pgha.probe.snapshot import ClusterSnapshot
+from pgha.problems import Severity
 from pgha.spec import ClusterSpec, Node
 from pgha.transport.base import FileStat, ProcessInfo, ServiceState
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    """Something is broken now (no leader, a replica not streaming, the VIP not answering)."""
-    WARNING = "warning"
-    """Something will break later (a certificate expiring, etcd would re-form on restart)."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +28,8 @@ class Finding:
     severity: Severity = Severity.ERROR
     node: str | None = None
     code: str = ""
-    """A stable identifier (``etcd.quorum``, ``tls.unreadable``...) for scripts and tests."""
+    """A stable identifier (``etcd.quorum``, ``tls.unreadable``...) for scripts and tests: a problem of
+    :data:`pgha.problems.PROBLEMS`, the list the alert rules share."""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -111,6 +105,16 @@ class PortFact:
 
 
 @dataclass(frozen=True)
+class SlotFact:
+    """A replication slot on the primary."""
+
+    name: str
+    active: bool
+    retained_bytes: int
+    """WAL the slot keeps from being recycled (pg_current_wal_lsn() - restart_lsn)."""
+
+
+@dataclass(frozen=True)
 class PgFact:
     """PostgreSQL on one node, asked directly over TLS with the superuser of Patroni's config."""
 
@@ -124,6 +128,8 @@ class PgFact:
     receiver_host: str | None = None
     senders: tuple[str, ...] = ()
     """Client addresses of pg_stat_replication rows (on a primary)."""
+    slots: tuple[SlotFact, ...] = ()
+    """Replication slots (read on a primary only)."""
 
 
 def etcd3_section(config: dict[str, Any] | None) -> dict[str, Any]:
