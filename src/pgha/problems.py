@@ -86,6 +86,8 @@ PROBLEMS: tuple[Problem, ...] = (
             Alert("SyncModeWithoutStandby", '(sum(patroni_sync_standby{job="patroni"}) or vector(0)) == 0 '
                                             'and on() (sum(patroni_primary{job="patroni"}) or vector(0)) == 1',
                   "10s", only_if="synchronous_mode")),
+    Problem("replication.no_loadbalance", "every replica is tagged noloadbalance: the read-only port has no server",
+            W),
     Problem("replication.absent_slot", "a replication slot of an absent member retains WAL", W),
     Problem("rewind.failed", "pg_rewind failed: the old primary cannot rejoin", E),
     Problem("rewind.not_possible", "pg_rewind will fail after a failover (no checksums, no wal_log_hints)", W),
@@ -100,6 +102,7 @@ PROBLEMS: tuple[Problem, ...] = (
             Alert("PatroniDown", 'up{job="patroni"} == 0', "10s")),
     Problem("service.haproxy_down", "HAProxy is not running on a node", E,
             Alert("HaproxyDown", 'up{job="haproxy"} == 0', "10s")),
+    Problem("service.down", "a service of a node is not running", E),
     Problem("service.keepalived_down", "keepalived is not running on a node: it cannot hold the VIP", E),
     Problem("vip.down", "the VIP does not answer on PostgreSQL's port", E,
             Alert("VipNotAnswering", 'probe_success{job="vip"} == 0', "5s")),

@@ -20,8 +20,7 @@ import psycopg
 import yaml
 from cryptography import x509
 
-from pgha.doctor.model import (CertFact, Evidence, FileFact, NodeFacts, PgFact, PortFact, SlotFact,
-                               etcd3_section)
+from pgha.doctor.model import CertFact, Evidence, FileFact, NodeFacts, PgFact, PortFact, SlotFact, etcd3_section
 from pgha.errors import PghaError
 from pgha.layout import NodeLayout
 from pgha.pki import issued_by, san_strings

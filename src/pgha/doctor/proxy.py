@@ -6,6 +6,7 @@ from __future__ import annotations
 from pgha.doctor.model import Evidence, Finding, NodeFacts, last_line
 from pgha.doctor.postgres import postmasters
 from pgha.probe.haproxy import PRIMARY_BACKEND
+from pgha.problems import BY_CODE
 from pgha.transport.base import ServiceState
 
 
@@ -22,8 +23,13 @@ def services_down(ev: Evidence) -> list[Finding]:
                     "patroni": "its PostgreSQL is not managed and not a member"}.get(s.service, "")
             out.append(Finding(f"{s.service} is not running on {f.node.name}" + (f": {role}" if role else ""),
                                f"service state: {s.detail}" + (f"; last log line: {log}" if log else ""),
-                               ev.start(f.node, s.service), node=f.node.name, code=f"service.{s.service}_down"))
+                               ev.start(f.node, s.service), node=f.node.name, code=_down_code(s.service)))
     return out
+
+
+def _down_code(service: str) -> str:
+    code = f"service.{service}_down"
+    return code if code in BY_CODE else "service.down"
 
 
 def _running(state: ServiceState | None) -> bool:
@@ -116,7 +122,8 @@ def haproxy_routing(ev: Evidence) -> list[Finding]:
                    f"/primary` from {view.node}")
         where = ", ".join(up) if up else "no server"
         out.append(Finding(f"HAProxy on {view.node} routes primary traffic to {where}, not the leader {leader.name}",
-                           "; ".join(seen), fix, node=view.node, code="haproxy.routing"))
+                           "; ".join(seen), fix, node=view.node,
+                           code="haproxy.routing" if up else "haproxy.no_server"))
     return out
 
 

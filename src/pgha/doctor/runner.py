@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 
-from pgha.doctor import dcs, network, postgres, proxy, tls
+from pgha.doctor import dcs, network, postgres, protection, proxy, tls
 from pgha.doctor.collect import collect
 from pgha.doctor.model import Diagnosis, DoctorReport, Evidence, Finding
 from pgha.probe import Credentials
 from pgha.target import Target
 
-DIAGNOSES: tuple[Diagnosis, ...] = (*dcs.DIAGNOSES, *postgres.DIAGNOSES, *proxy.DIAGNOSES, *tls.DIAGNOSES,
-                                    *network.DIAGNOSES)
-"""In the order a person should read the findings: the cluster's brain first, then data, clients, files."""
+DIAGNOSES: tuple[Diagnosis, ...] = (*dcs.DIAGNOSES, *postgres.DIAGNOSES, *protection.DIAGNOSES, *proxy.DIAGNOSES,
+                                    *tls.DIAGNOSES, *network.DIAGNOSES)
+"""In the order a person should read the findings: the cluster's brain first, then data and what protects
+it, clients, files."""
 
 
 def run_diagnoses(ev: Evidence, diagnoses: tuple[Diagnosis, ...] = DIAGNOSES) -> tuple[list[Finding], list[str]]:
