@@ -293,10 +293,10 @@ def test_haproxy_checking_with_the_wrong_ca_routes_nowhere(lab: Lab) -> None:
             nowhere = f"HAProxy on {node.name} routes primary traffic to no server"
 
             def routes_nowhere(fs: list[Finding]) -> bool:
-                return any(f.code == "haproxy.routing" and f.problem.startswith(nowhere) for f in fs)
+                return any(f.code == "haproxy.no_server" and f.problem.startswith(nowhere) for f in fs)
 
             found = wait_for(lab, "routing nowhere named", routes_nowhere, 45)
-            f = next(f for f in found if f.code == "haproxy.routing" and f.problem.startswith(nowhere))
+            f = next(f for f in found if f.code == "haproxy.no_server" and f.problem.startswith(nowhere))
             assert "is not the cluster CA" in f.evidence and ca in f.fix
         finally:
             lab.transport.put_file(node, FileEntry(ca, original))
