@@ -4,7 +4,8 @@ Everything lives in ``state.pki`` (mode 0700)::
 
     ca.crt ca.key            the cluster CA; created once, never replaced silently
     etcd-nodeN.crt/.key      etcd on the N-th postgres node (peer and client-facing), CN etcd-peer
-    server-<node>.crt/.key   Patroni REST API and PostgreSQL on that node
+    server-<node>.crt/.key   Patroni REST API, PostgreSQL and pgBackRest's server on that node; on the
+                             backup node pgBackRest's server (and its client certificate towards the others)
     patroni.crt/.key         Patroni as a client of etcd and of the other members' REST API (CN patroni),
                              also on every PostgreSQL node
     client.crt/.key          pgha, the operator: etcd's root user (OU root); never leaves this machine
@@ -128,7 +129,7 @@ def ca_common_name(spec: ClusterSpec) -> str:
 
 
 def server_cert_name(node: Node) -> str:
-    """File stem of a postgres node's Patroni/PostgreSQL certificate."""
+    """File stem of a node's server certificate (postgres and backup nodes)."""
     return f"server-{node.name}"
 
 
@@ -138,15 +139,22 @@ def cert_paths(state: StateLayout, name: str) -> tuple[Path, Path]:
 
 
 def expected_certs(spec: ClusterSpec) -> tuple[ExpectedCert, ...]:
-    """Every leaf certificate of the cluster: etcd and server per postgres node, then the client ones."""
+    """Every leaf certificate of the cluster: etcd and server per postgres node, server of the backup node,
+    then the client ones."""
     both = ("serverAuth", "clientAuth")  # etcd 3.5+ rejects peer certificates without clientAuth
     out: list[ExpectedCert] = []
-    for node in spec.postgres_nodes:
+    for node in spec.nodes:
+        if not (node.is_postgres or node.is_backup):
+            continue  # HAProxy passes TLS through: it serves no certificate of its own
         if node.name in RESERVED_CNS:
             raise PghaError(f"node name {node.name!r} is the CN of one of pgha's etcd identities: its server "
                             "certificate (CN = node name) would act as that etcd user",
                             hint=f"rename the node; reserved: {', '.join(RESERVED_CNS)}")
         dns = (f"DNS:{node.name}", f"DNS:{node.member_name}", "DNS:localhost")
+        if node.is_backup:  # pgBackRest's server, and its client identity towards the PostgreSQL nodes' servers
+            out.append(ExpectedCert(server_cert_name(node), node.name,
+                                    _unique(f"IP:{node.address}", "IP:127.0.0.1", *dns), both))
+            continue
         etcd = etcd_cert_name(spec, node)
         out.append(ExpectedCert(etcd, ETCD_PEER_CN, _unique(f"IP:{node.address}", "IP:127.0.0.1", *dns), both))
         # A client of the VIP reaches this node through HAProxy's TCP passthrough and sees this certificate.

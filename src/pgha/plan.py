@@ -92,6 +92,9 @@ class CertFiles:
         def read(name: str) -> bytes:
             return (pki / name).read_bytes()
 
+        if node.is_backup:
+            return cls(ca_crt=read("ca.crt"), server_crt=read(f"server-{node.name}.crt"),
+                       server_key=read(f"server-{node.name}.key"))
         if not node.is_postgres:
             return cls(ca_crt=read("ca.crt"))
         etcd = etcd_cert_name(spec, node)
@@ -188,6 +191,31 @@ def _haproxy_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets) -> tu
     return dirs, files
 
 
+def _backup_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets) -> tuple[list[DirEntry], list[FileEntry]]:
+    """The repository host: the CA and its certificate for pgBackRest's TLS server, run as postgres."""
+    dirs = [
+        DirEntry(layout.certs_dir, "root", "postgres", 0o750),
+        DirEntry(layout.run_dir, "root", "root", 0o755),
+    ]
+    files = [
+        FileEntry(layout.ca_crt, certs.ca_crt, "root", "root", 0o644),
+        FileEntry(layout.server_crt, certs.server_crt, "root", "root", 0o644),
+        FileEntry(layout.server_key, certs.server_key, "postgres", "postgres", 0o600),
+    ]
+    return dirs, files
+
+
+def _role_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets, cluster_state: etcd_render.ClusterState,
+                watchdog: bool) -> tuple[list[DirEntry], list[FileEntry], tuple[str, ...]]:
+    """The directories, files and system users of the node's role."""
+    node = layout.node
+    if node.is_postgres:
+        return *_postgres_files(layout, certs, secrets, cluster_state, watchdog), ("etcd", "postgres")
+    if node.is_backup:
+        return *_backup_files(layout, certs, secrets), ("postgres",)
+    return *_haproxy_files(layout, certs, secrets), ("haproxy", "keepalived_script")
+
+
 def _etcd(layout: NodeLayout, watchdog: bool) -> Service:
     return Service("etcd", "etcd key-value store", (layout.spec.etcd_bin,), user="etcd", group="etcd",
                    env_file=layout.etcd_env, working_dir=layout.etcd_data, restart="always", restart_sec=10,
@@ -273,12 +301,7 @@ def build(spec: ClusterSpec, node: Node, certs: CertFiles, secrets: Secrets, *, 
     target allows the spec's watchdog; ``whole_host``: the node is a machine of its own, so it also gets
     :func:`_host_files` (with ``pgdg_key``, the PGDG signing key, when the spec uses that source)."""
     layout = NodeLayout(spec, node, root)
-    if node.is_postgres:
-        dirs, files = _postgres_files(layout, certs, secrets, etcd_state, watchdog)
-        users: tuple[str, ...] = ("etcd", "postgres")
-    else:
-        dirs, files = _haproxy_files(layout, certs, secrets)
-        users = ("haproxy", "keepalived_script")
+    dirs, files, users = _role_files(layout, certs, secrets, etcd_state, watchdog)
     services = [SERVICE_BUILDERS[name](layout, watchdog) for name in services_of(node)]
     files += [FileEntry(layout.unit(s.name), render_unit(s, spec.name).encode()) for s in services
               if s.name in OWN_UNITS]

@@ -91,8 +91,12 @@ class Frozen(BaseModel):
 
 
 class Role(StrEnum):
+    """A node's role: which services it runs is :func:`pgha.topology.services_of`."""
+
     POSTGRES = "postgres"
     HAPROXY = "haproxy"
+    BACKUP = "backup"
+    """The pgBackRest repository host (at most one); a cluster without one takes no backups."""
 
 
 class Profile(StrEnum):
@@ -150,6 +154,10 @@ class Node(Frozen):
     @property
     def is_haproxy(self) -> bool:
         return self.role is Role.HAPROXY
+
+    @property
+    def is_backup(self) -> bool:
+        return self.role is Role.BACKUP
 
 
 class Vip(Frozen):
@@ -468,6 +476,14 @@ class ClusterSpec(Frozen):
         return tuple(n for n in self.nodes if n.is_haproxy)
 
     @property
+    def backup_node(self) -> Node | None:
+        """The pgBackRest repository host, if the spec has one (none: no backups)."""
+        return next((n for n in self.nodes if n.is_backup), None)
+
+    def nodes_of(self, role: Role) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.role is role)
+
+    @property
     def name(self) -> str:
         return self.cluster.name
 
@@ -590,6 +606,10 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
                                 "(1, 3, 5) to keep a quorum"))
     if not spec.haproxy_nodes:
         errors.append(("nodes", "no haproxy node: at least one is needed to route clients to the primary"))
+    backups = [i for i, node in enumerate(spec.nodes) if node.is_backup]
+    if len(backups) > 1:
+        errors.append((f"nodes[{backups[1]}].role", f"a second backup node (also nodes[{backups[0]}]): "
+                                                    "the cluster has one pgBackRest repository host"))
 
     net = spec.network
     outside = [i for i, node in enumerate(spec.nodes) if node.address not in net]
@@ -716,7 +736,8 @@ LAB_SUBNET = "10.203.0.0/24"
 
 def default_data(*, lab: bool = False, subnet: str | None = None, name: str = "postgresql-cluster",
                  profile: Profile = Profile.SEED) -> dict[str, Any]:
-    """The seed's six hosts and VIP as spec data (the seed's last octets in the chosen subnet)."""
+    """The seed's six hosts and VIP as spec data (the seed's last octets in the chosen subnet), and the
+    backup node (pgBackRest's repository host) at .206."""
     try:
         net = ipaddress.IPv4Network(subnet or (LAB_SUBNET if lab else SEED_SUBNET))
     except ValueError as exc:
@@ -736,6 +757,7 @@ def default_data(*, lab: bool = False, subnet: str | None = None, name: str = "p
     for i in range(3):
         nodes.append({"name": f"postgres-0{i + 1}", "role": "postgres", "address": addr(203 + i),
                       "member": f"postgresql-0{i + 1}"})
+    nodes.append({"name": "backup-01", "role": "backup", "address": addr(206)})
     data: dict[str, Any] = {
         "cluster": {"name": name, "namespace": "/service/"},
         "profile": profile.value,
@@ -751,8 +773,8 @@ def default_data(*, lab: bool = False, subnet: str | None = None, name: str = "p
 
 
 def dump(data: dict[str, Any]) -> str:
-    header = ("# pgha cluster spec: the seed's six hosts (3 x etcd+Patroni+PostgreSQL, 3 x HAProxy+keepalived)\n"
-              "# and a VIP. Every key is documented by `pgha spec schema`.\n")
+    header = ("# pgha cluster spec: the seed's six hosts (3 x etcd+Patroni+PostgreSQL, 3 x HAProxy+keepalived),\n"
+              "# a VIP and a backup node (pgBackRest's repository). Every key is documented by `pgha spec schema`.\n")
     return header + yaml.safe_dump(data, sort_keys=False)
 
 

@@ -1,13 +1,22 @@
 """Facts of the spec's topology: which services each node role runs, and which ports its nodes must
 reach (the seed's section 2 table). Used by the plan builder, the lab, deploy, doctor and the CLI alike.
+
+A new role is a row in :data:`ROLE_SERVICES` and its lines in :func:`_reaches`; the rest follows.
 """
 
 from __future__ import annotations
 
-from pgha.spec import ClusterSpec, Node
+from pgha.spec import ClusterSpec, Node, Ports, Role
 
 SERVICES = ("etcd", "patroni", "haproxy", "keepalived")
 """Every service pgha runs, in the seed's start order."""
+
+ROLE_SERVICES: dict[Role, tuple[str, ...]] = {
+    Role.POSTGRES: ("etcd", "patroni"),
+    Role.HAPROXY: ("haproxy", "keepalived"),
+    Role.BACKUP: (),
+}
+"""The long-running services of each role, in start order."""
 
 PortTarget = tuple[Node, int, str]
 """(target node, port, what listens there)."""
@@ -15,7 +24,21 @@ PortTarget = tuple[Node, int, str]
 
 def services_of(node: Node) -> tuple[str, ...]:
     """The long-running services of the node's role, in start order."""
-    return ("etcd", "patroni") if node.is_postgres else ("haproxy", "keepalived")
+    return ROLE_SERVICES[node.role]
+
+
+def _reaches(p: Ports, source: Role | None) -> list[tuple[Role, int, str]]:
+    """(target role, port, what listens there) that a node of role ``source`` connects to; ``None`` is the
+    operator's machine."""
+    if source is None:
+        return [(Role.POSTGRES, p.etcd_client, "etcd client"), (Role.POSTGRES, p.postgresql, "PostgreSQL"),
+                (Role.POSTGRES, p.restapi, "Patroni REST API"), (Role.HAPROXY, p.haproxy_monitor, "HAProxy stats")]
+    if source is Role.POSTGRES:
+        return [(Role.POSTGRES, p.etcd_client, "etcd client"), (Role.POSTGRES, p.etcd_peer, "etcd peer"),
+                (Role.POSTGRES, p.postgresql, "PostgreSQL"), (Role.POSTGRES, p.restapi, "Patroni REST API")]
+    if source is Role.HAPROXY:
+        return [(Role.POSTGRES, p.postgresql, "PostgreSQL"), (Role.POSTGRES, p.restapi, "Patroni REST API")]
+    return []
 
 
 def port_matrix(spec: ClusterSpec, source: Node | None) -> list[PortTarget]:
@@ -28,13 +51,6 @@ def port_matrix(spec: ClusterSpec, source: Node | None) -> list[PortTarget]:
     VRRP (IP protocol 112, unicast between the HAProxy nodes) is not TCP: the VIP diagnoses judge it from the holders;
     the applications' port on the VIP exists once keepalived holds it (verify checks it).
     """
-    p = spec.ports
-    pg_ports = [(p.etcd_client, "etcd client"), (p.etcd_peer, "etcd peer"), (p.postgresql, "PostgreSQL"),
-                (p.restapi, "Patroni REST API")]
-    if source is None:
-        probed = [(port, what) for port, what in pg_ports if port != p.etcd_peer]
-        return [(t, port, what) for t in spec.postgres_nodes for port, what in probed] + [
-            (t, p.haproxy_monitor, "HAProxy stats") for t in spec.haproxy_nodes]
-    if source.is_haproxy:
-        pg_ports = [(p.postgresql, "PostgreSQL"), (p.restapi, "Patroni REST API")]
-    return [(t, port, what) for t in spec.postgres_nodes if t != source for port, what in pg_ports]
+    wanted = _reaches(spec.ports, source.role if source is not None else None)
+    return [(t, port, what) for role in dict.fromkeys(r for r, _, _ in wanted) for t in spec.nodes_of(role)
+            if t != source for r, port, what in wanted if r is role]

@@ -448,16 +448,19 @@ def test_init_certs_render_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert main(["init", "-o", "cluster.yml"]) == 0
     assert main(["certs", "--spec", "cluster.yml"]) == 0
     first = actions(capsys.readouterr().err)
-    assert len(first) == 20 and {a for a, _ in first} == {"created"}  # CA + 9 leaves, key and certificate each
+    assert len(first) == 22 and {a for a, _ in first} == {"created"}  # CA + 10 leaves, key and certificate each
 
     assert main(["render", "--spec", "cluster.yml", "--out", "out"]) == 0
     assert "postgres-01: 15 files" in capsys.readouterr().err
     out = tmp_path / "out"
     counts = {d.name: sum(1 for f in d.rglob("*") if f.is_file() and not f.is_symlink())
               for d in out.iterdir() if d.is_dir()}
-    assert counts == {**{f"haproxy-0{i}": 6 for i in (1, 2, 3)}, **{f"postgres-0{i}": 15 for i in (1, 2, 3)}}
+    assert counts == {**{f"haproxy-0{i}": 6 for i in (1, 2, 3)}, **{f"postgres-0{i}": 15 for i in (1, 2, 3)},
+                      "backup-01": 4}
     manifest = (out / "MANIFEST.tsv").read_text().splitlines()
-    assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (7 + 15 + 1)  # directories, files, the patronictl link
+    # header, then directories, files and the patronictl link of each role
+    assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (7 + 15 + 1) + (2 + 4)
+    assert "backup-01\t/etc/etcd/certs/server.key\tpostgres\tpostgres\t0600\t\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs/ca.crt\tetcd\tetcd\t0644\tu:postgres:r\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs/etcd-node1.key\tetcd\tetcd\t0600\t\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs\troot\tetcd\t0750\tu:postgres:rx\tdir" in manifest

@@ -56,6 +56,7 @@ def status_data(spec: ClusterSpec, snap: ClusterSnapshot) -> dict[str, Any]:
         "vip": {"address": snap.vip_address,
                 "holders": list(snap.vip_holders) if snap.vip_holders is not None else None},
         "unanswered": [{"node": node, "what": what} for node, what in snap.unanswered],
+        "backup": {"node": spec.backup_node.name} if spec.backup_node else None,
     }
 
 
@@ -74,7 +75,9 @@ def _status_pretty(spec: ClusterSpec, snap: ClusterSnapshot) -> Any:
                  ", ".join(h.replicas)) for h in snap.haproxy])
     holders = "not inspected" if snap.vip_holders is None else (", ".join(snap.vip_holders) or "[red]nobody[/]")
     silent = [f"[red]no answer:[/] {node}: {what}" for node, what in snap.unanswered]
-    return Group(members, etcd, ha, f"VIP {snap.vip_address}: held by {holders}", *silent)
+    backup = (f"Backups: repository on {spec.backup_node.name}" if spec.backup_node else
+              "Backups: [yellow]none[/] (the spec has no backup node)")
+    return Group(members, etcd, ha, f"VIP {snap.vip_address}: held by {holders}", backup, *silent)
 
 
 @cli.command("logs")

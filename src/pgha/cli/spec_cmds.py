@@ -24,12 +24,12 @@ def _profiles() -> list[str]:
 @click.option("-o", "--output", "output", default=DEFAULT_SPEC_FILE, show_default=True,
               type=click.Path(dir_okay=False), help="Where to write the spec.")
 @click.option("--name", default="postgresql-cluster", show_default=True, help="Cluster name (Patroni scope).")
-@click.option("--subnet", default=None, help="Subnet for the six hosts (the seed's last octets are kept).")
+@click.option("--subnet", default=None, help="Subnet for the hosts (the seed's last octets are kept).")
 @click.option("--profile", type=LazyChoice(_profiles), default="seed",
               show_default=True, help="Failover timings: the seed's, or the fastest safe ones.")
 @click.option("--force", is_flag=True, help="Overwrite an existing spec file.")
 def init(lab: bool, output: str, name: str, subnet: str | None, profile: str, force: bool) -> None:
-    """Write the default spec (the seed's six hosts and VIP) and generate the cluster's secrets."""
+    """Write the default spec (the seed's six hosts, VIP and a backup node) and generate the cluster's secrets."""
     from pgha import spec as spec_mod
     from pgha.layout import StateLayout
     from pgha.secrets import ensure_secrets
@@ -62,9 +62,11 @@ def spec_schema() -> None:
 @spec_option
 def spec_check(spec_path: str | None) -> None:
     """Validate a spec file and summarise it."""
+    from pgha.spec import Role
+
     spec = load_spec(spec_path)
-    err.print(f"ok: cluster {spec.name}, {len(spec.postgres_nodes)} postgres + {len(spec.haproxy_nodes)} "
-              f"haproxy nodes, VIP {spec.vip.address}, profile {spec.profile.value}, "
+    roles = " + ".join(f"{len(spec.nodes_of(r))} {r.value}" for r in Role if spec.nodes_of(r))
+    err.print(f"ok: cluster {spec.name}, {roles} nodes, VIP {spec.vip.address}, profile {spec.profile.value}, "
               f"ttl/loop_wait/retry {spec.dcs.ttl}/{spec.dcs.loop_wait}/{spec.dcs.retry_timeout}")
 
 

@@ -6,7 +6,7 @@ The bundle directory holds:
     debs/        the .debs of every role's packages with all their dependencies (resolved against an
                  empty system, so it installs on a minimal server)
     wheels/      Patroni and its dependencies as wheels (sdists built into wheels here)
-    <role>.tar   what one role's servers get (postgres, haproxy), streamed over SSH: its own .debs
+    <role>.tar   what one role's servers get (postgres, haproxy, backup), streamed over SSH: its own .debs
                  with a flat-repository ``Packages`` index (read by the server's apt through a file:
                  source), the wheels for the postgres role with ``wheels/requirements.txt`` (each wheel
                  pinned by version and SHA-256, for ``pip install --require-hashes``), and MANIFEST
@@ -46,9 +46,9 @@ from pgha.deploy.packages import all_packages, packages_for
 from pgha.errors import MissingPrerequisite, PghaError, UsageError, pgha_command
 from pgha.plan import read_pgdg_key
 from pgha.render import apt
-from pgha.spec import ClusterSpec
+from pgha.spec import ClusterSpec, Role
 
-ROLES = ("postgres", "haproxy")
+ROLES = tuple(r.value for r in Role)
 
 
 @dataclass(frozen=True)

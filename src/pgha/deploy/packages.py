@@ -36,6 +36,8 @@ def packages_for(spec: ClusterSpec, node: Node) -> tuple[str, ...]:
         tarball = spec.deploy is not None and spec.deploy.etcd.source == "tarball"
         etcd = () if tarball else ("etcd-server", "etcd-client")
         return (f"postgresql-{v}", f"postgresql-client-{v}", *etcd, "python3-venv", *common)
+    if node.is_backup:
+        return common
     return ("haproxy", "keepalived", *common)
 
 

@@ -296,7 +296,8 @@ class Deployer:
                         raise UsageError(f"the package bundle in {bundle.dir} has PostgreSQL from elsewhere than "
                                          "deploy.postgresql says",
                                          hint=f"rebuild it: {pgha_command('bundle', 'build')}")
-                    tars = {r: (bundle.verified_tar(r), bundle.manifest_id(r)) for r in ROLES}
+                    tars = {r: (bundle.verified_tar(r), bundle.manifest_id(r)) for r in ROLES
+                            if any(f.node.role.value == r for f in need)}
 
                 def one(f: ServerFacts) -> None:
                     if tars:

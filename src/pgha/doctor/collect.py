@@ -102,6 +102,8 @@ def _clock(transport: Transport, node: Node) -> tuple[float | None, float]:
 
 
 def _cert_kind(layout: NodeLayout, path: str) -> str | None:
+    if layout.node.is_backup:
+        return {layout.ca_crt: "ca", layout.server_crt: "server"}.get(path)
     if not layout.node.is_postgres:
         return "haproxy-ca" if path == layout.haproxy_ca else None
     kinds = {layout.ca_crt: "ca", layout.etcd_crt: "etcd", layout.server_crt: "server",
@@ -110,7 +112,7 @@ def _cert_kind(layout: NodeLayout, path: str) -> str | None:
 
 
 def _certs(files: tuple[FileFact, ...], layout: NodeLayout, cluster_ca: bytes | None) -> tuple[CertFact, ...]:
-    ca_path = layout.ca_crt if layout.node.is_postgres else layout.haproxy_ca
+    ca_path = layout.haproxy_ca if layout.node.is_haproxy else layout.ca_crt
     ca_bytes = next((f.content for f in files if f.path == ca_path), None)
     node_ca = None
     with contextlib.suppress(ValueError, TypeError):
