@@ -302,7 +302,7 @@ def build(spec: ClusterSpec, node: Node, certs: CertFiles, secrets: Secrets, *, 
     :func:`_host_files` (with ``pgdg_key``, the PGDG signing key, when the spec uses that source)."""
     layout = NodeLayout(spec, node, root)
     dirs, files, users = _role_files(layout, certs, secrets, etcd_state, watchdog)
-    services = [SERVICE_BUILDERS[name](layout, watchdog) for name in services_of(node)]
+    services = [SERVICE_BUILDERS[name](layout, watchdog) for name in services_of(spec, node)]
     files += [FileEntry(layout.unit(s.name), render_unit(s, spec.name).encode()) for s in services
               if s.name in OWN_UNITS]
     files += [FileEntry(layout.dropin(s.name), render_dropin(s, spec.name).encode()) for s in services

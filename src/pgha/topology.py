@@ -22,8 +22,9 @@ PortTarget = tuple[Node, int, str]
 """(target node, port, what listens there)."""
 
 
-def services_of(node: Node) -> tuple[str, ...]:
-    """The long-running services of the node's role, in start order."""
+def services_of(spec: ClusterSpec, node: Node) -> tuple[str, ...]:
+    """The long-running services of the node's role, in start order (the spec decides the ones that
+    depend on other roles being present)."""
     return ROLE_SERVICES[node.role]
 
 

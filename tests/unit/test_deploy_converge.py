@@ -44,7 +44,7 @@ def converge(changed: dict[str, list[str]], down: dict[str, list[str]] | None = 
     prober = prober or FakeProber(SPEC, [snapshot(SPEC, holders=("haproxy-01",))])
     facts = {n.name: ServerFacts(n, PackageFacts(n.name, (), True), "UTC",
                                {s: ServiceState(n.name, s, s not in down.get(n.name, []), None, "")
-                                for s in services_of(n)}, True) for n in SPEC.nodes}
+                                for s in services_of(SPEC, n)}, True) for n in SPEC.nodes}
     plans = {n.name: NodePlan(n, NodeLayout(SPEC, n, ""), (), (), ()) for n in SPEC.nodes}
     # The converge uses only verbs every Transport has, plus reload/check, which the fake has too.
     deployer = Deployer(ServerTarget(SPEC, t), prober=prober)

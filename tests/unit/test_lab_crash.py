@@ -16,7 +16,6 @@ from pgha.transport.base import ServiceState, Transport
 class Recorder:
     """The slice of the namespace transport that crash and start use, recording each call."""
 
-    services_of = staticmethod(lambda node: ("etcd", "patroni") if node.is_postgres else ("haproxy", "keepalived"))
     crash_node = Transport.crash_node  # the real one (the drills' node-crash uses it too), over the calls below
 
     def __init__(self, running: bool = True) -> None:

@@ -135,7 +135,7 @@ def show_logs(transport: Transport, spec: ClusterSpec, node_name: str, service: 
     from pgha.topology import services_of
 
     node = spec.node(node_name)
-    services = services_of(node)
+    services = services_of(spec, node)
     if service is not None and service not in services:
         raise UsageError(f"{node.name} runs no {service}", hint=f"its services: {', '.join(services)}")
     for s in [service] if service else services:

@@ -114,7 +114,7 @@ def file_diff(change: FileChange, new: bytes | None) -> str:
 def reactions(node: Node, plan: NodePlan, changed: list[str]) -> list[tuple[str, str, str]]:
     """What a changed file needs on a running server: (action, service, because) — never more."""
     lay = plan.layout
-    units = {p for s in services_of(node) for p in (lay.unit(s), lay.dropin(s))}
+    units = {p for s in services_of(lay.spec, node) for p in (lay.unit(s), lay.dropin(s))}
     out: list[tuple[str, str, str]] = []
 
     def add(action: str, service: str, path: str) -> None:
@@ -162,7 +162,7 @@ class Deployer:
         def one(node: Node) -> ServerFacts:
             pf = packages.facts(self.t, node)
             tz = self.t.shell(node, "readlink /etc/localtime | sed 's|.*/zoneinfo/||'").stdout.strip()
-            states = self.t.service_states(node, services_of(node))
+            states = self.t.service_states(node, services_of(self.spec, node))
             formed = node.is_postgres and self.t.run(
                 node, ["test", "-d", f"{self.spec.paths.etcd_data}/member"]).ok
             return ServerFacts(node, pf, tz, states, formed)
@@ -230,7 +230,7 @@ class Deployer:
         out = []
         for node in self.selected:
             f = facts[node.name]
-            down = [s for s in services_of(node) if not f.services[s].running]
+            down = [s for s in services_of(self.spec, node) if not f.services[s].running]
             for action, service, because in reactions(node, plans[node.name], paths[node.name]):
                 if action == "daemon-reload":
                     out.append(Change(node.name, action, f"systemd units ({because})"))
@@ -320,7 +320,7 @@ class Deployer:
         for node in self.selected:
             if any(a == "daemon-reload" for a, _, _ in todo[node.name]):
                 self.t.check(node, ["systemctl", "daemon-reload"], "systemctl daemon-reload")
-        down = {n.name: [s for s in services_of(n) if not facts[n.name].services[s].running]
+        down = {n.name: [s for s in services_of(self.spec, n) if not facts[n.name].services[s].running]
                 for n in self.selected}
         pg = [n for n in self.selected if n.is_postgres]
         ha = [n for n in self.selected if n.is_haproxy]

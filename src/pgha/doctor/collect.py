@@ -218,7 +218,7 @@ def node_facts(target: Target, node: Node, creds: Credentials, cluster_ca: bytes
         network |= {"api": partial(_patroni_api, spec, node, creds),
                     "pg": partial(_pg, spec, node, creds, superuser_password(config))}
     launched = launch(network)
-    services = services_of(node)
+    services = services_of(spec, node)
     states = []
     for s in services:
         with contextlib.suppress(Exception):  # a service manager that does not know it: no fact

@@ -47,8 +47,9 @@ class DrillContext:
 
     def crash_node(self, node: Node) -> str:
         """The whole node at once — etcd included — held down: what a power cut does to its services."""
-        killed = self.transport.crash_node(node, self.pg_data(node))
-        self.faulted += [(node, s) for s in services_of(node)]
+        services = services_of(self.spec, node)
+        killed = self.transport.crash_node(node, self.pg_data(node), services)
+        self.faulted += [(node, s) for s in services]
         return f"SIGKILL {', '.join(killed)} on {node.name}, held down (the whole node)"
 
     def down(self, node: Node, service: str, sig: str = "KILL") -> str:

@@ -192,7 +192,7 @@ class Lab:
         node = self.spec.node(node_name)
         if service not in FAULT_SERVICES:
             raise UsageError(f"unknown service '{service}' (one of: {', '.join(FAULT_SERVICES)})")
-        runs = (*services_of(node), "postgres") if node.is_postgres else services_of(node)
+        runs = (*services_of(self.spec, node), "postgres") if node.is_postgres else services_of(self.spec, node)
         if service not in runs:
             raise UsageError(f"{node.name} runs no {service} (it runs {', '.join(runs)})")
         return node
@@ -233,7 +233,7 @@ class Lab:
         self.require_running()
         if service is None:
             node = self.spec.node(node_name)
-            services = services_of(node)
+            services = services_of(self.spec, node)
         else:
             node = self._service_node(node_name, service)
             if service == "postgres":
@@ -248,7 +248,7 @@ class Lab:
         not bring it back) until `start`. Patroni detaches the postmaster, so it is killed by its pid."""
         self.require_running()
         node = self.spec.node(node_name)
-        killed = self.transport.crash_node(node, self.target.layout(node).pg_data)
+        killed = self.transport.crash_node(node, self.target.layout(node).pg_data, services_of(self.spec, node))
         return (f"{node.name} crashed: SIGKILL {', '.join(killed)}; held down until "
                 f"`{pgha_command('lab', 'start', node.name)}`")
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from pgha.errors import PghaError
 from pgha.files import DirEntry, FileEntry, LinkEntry
 from pgha.spec import Node
-from pgha.topology import services_of
 
 if TYPE_CHECKING:
     from pgha.plan import NodePlan
@@ -150,13 +149,13 @@ class Transport(abc.ABC):
         res = self.run(node, ["kill", f"-{sig}", str(pid)], user=POSTGRES_USER)
         return pid if res.ok else None
 
-    def crash_node(self, node: Node, pg_data: str) -> list[str]:
+    def crash_node(self, node: Node, pg_data: str, services: tuple[str, ...]) -> list[str]:
         """A node's crash: every service SIGKILLed and held down (no restart policy brings it back) until
         started again; the postmaster, which Patroni detaches, by its pid. Returns what was killed."""
         killed = []
         # Patroni (then its postmaster) before etcd, keepalived before HAProxy: the service that acts on
         # the others' state dies first, as if all had died at once.
-        for service in reversed(services_of(node)):
+        for service in reversed(services):
             pid = self.service_state(node, service).pid
             self.kill(node, service, "KILL", hold=True)
             killed.append(f"{service} (pid {pid})" if pid else f"{service} (not running)")
