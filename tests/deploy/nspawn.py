@@ -357,6 +357,8 @@ def spec_data(ms: Machines, name: str = "pgha-deploy-ci", state_dir: str | None 
     from pgha import spec as spec_mod
 
     data = spec_mod.default_data(subnet=f"{SUBNET}.0/24", name=name, profile=spec_mod.Profile.FAST)
+    # the nodes these machines are (the default spec may have more roles than machines were booted for)
+    data["nodes"] = [n for n in data["nodes"] if n["name"] in ms.machines]  # type: ignore[union-attr]
     for node in data["nodes"]:  # type: ignore[union-attr]
         m = ms.machines[node["name"]]
         if not m.host_key_public:
