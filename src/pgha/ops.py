@@ -5,16 +5,18 @@ waiting for its outcome. Works through the spec's addresses only, so the lab and
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import psycopg
 import pydantic
 import yaml
 
-from pgha import etcd_leader, poll
+from pgha import etcd_leader, poll, routing
 from pgha.errors import PghaError, UsageError, pgha_command
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
+from pgha.probe.bounded import gather
 from pgha.probe.cluster import Prober
 from pgha.probe.patroni import PatroniApi, PatroniMember
 from pgha.probe.snapshot import ClusterSnapshot
@@ -29,9 +31,11 @@ class Operations:
     """One cluster's operations; every method returns a sentence saying what happened."""
 
     def __init__(self, spec: ClusterSpec, creds: Credentials, transport: Transport | None = None,
-                 prober: Prober | None = None) -> None:
+                 prober: Prober | None = None, router: routing.Router | None = None) -> None:
         self.spec, self.creds, self.transport = spec, creds, transport
         self.prober = prober or Prober(spec, creds, transport)
+        self.router = router
+        """HAProxy's runtime API (pgha.routing); None: a switchover leaves the routing to the checks."""
 
     # -- helpers ------------------------------------------------------------------------------
     def snapshot(self) -> ClusterSnapshot:
@@ -119,16 +123,45 @@ class Operations:
             body["candidate"] = self.check_candidate(snap, candidate).name
         if at:
             body["scheduled_at"] = at
-        code, answer = api.call("POST", "/switchover", body, timeout=timeout)
+            status, scheduled = api.call("POST", "/switchover", body, timeout=timeout)
+            self._expect(status, scheduled, "switchover", (200, 202))
+            return f"switchover scheduled at {at}: {scheduled}"
+        ask = partial(api.call, "POST", "/switchover", body, timeout=timeout)
+        code: int | None
+        notes = ""
+        if self.router is None:
+            code, answer = ask()
+        else:
+            others = [m.name for m in snap.members
+                      if m.name != leader.name and (not candidate or m.name == body["candidate"])]
+            done = routing.handover(self.router, ask, partial(self.promoted, others), timeout)
+            code, answer, notes = done.code, done.answer, done.notes
+        if code is None:
+            raise PghaError(f"switchover: Patroni did not answer: {answer}{notes}",
+                            hint=f"see `{pgha_command('status')}` and `{pgha_command('logs', leader.name, 'patroni')}`")
         self._expect(code, answer, "switchover", (200, 202))
-        if at:
-            return f"switchover scheduled at {at}: {answer}"
+        # Done when clients are served: the new leader runs and every HAProxy routes to it alone. The old
+        # leader rejoins later than that — stock Patroni sleeps 2 s after releasing the key before it
+        # starts the demoted PostgreSQL as a replica — so it is reported, not waited for.
         snap = self.wait("switchover", lambda s: s.leader is not None and s.leader.name != leader.name
-                         and (not candidate or s.leader.name == body["candidate"]) and s.healthy()
+                         and (not candidate or s.leader.name == body["candidate"]) and s.leader.is_running
                          and s.routes_to(s.leader.name), timeout)
         assert snap.leader is not None
-        return (f"switchover done: {snap.leader.name} is the leader (HAProxy routes to it), "
-                f"{leader.name} streams from it; {self.etcd_leader_off_quietly(snap)}")
+        old = next((m for m in snap.members if m.name == leader.name), None)
+        rejoin = f"{leader.name} streams from it" if old is not None and old.state == "streaming" else \
+            f"{leader.name} rejoins as a replica (`{pgha_command('status')}` shows it streaming)"
+        return (f"switchover done: {snap.leader.name} is the leader (HAProxy routes to it), {rejoin}{notes}; "
+                f"{self.etcd_leader_off_quietly(snap)}")
+
+    def promoted(self, members: list[str]) -> str | None:
+        """The one of ``members`` that holds the leader key with PostgreSQL out of recovery (Patroni's
+        ``/primary``: 200 and role primary), or None."""
+        def primary(name: str) -> bool:
+            code, body = self.prober.api(self.spec.node(name), 0.5).get("/primary")
+            return code == 200 and isinstance(body, dict) and body.get("role") in ("primary", "master")
+
+        seen = gather({m: partial(primary, m) for m in members}, 0.6)
+        return next((m for m, ok in seen.items() if ok is True), None)
 
     def failover(self, candidate: str, timeout: float = 60) -> str:
         self.pg_node(candidate)

@@ -20,7 +20,7 @@ from pgha.cli.common import (
     require_target,
     show_logs,
     spec_option,
-    transport_for,
+    target_for,
 )
 from pgha.cli.output import emit, err, table
 from pgha.errors import MissingPrerequisite, UsageError
@@ -32,11 +32,14 @@ if TYPE_CHECKING:
 
 
 def _ops(spec_path: str | None) -> Operations:
+    from pgha import routing
     from pgha.ops import Operations
     from pgha.probe import Credentials
 
     spec = load_spec(spec_path, lab_fallback=True)
-    return Operations(spec, Credentials.of(spec), transport_for(spec))
+    target = target_for(spec)
+    return Operations(spec, Credentials.of(spec), target.transport if target else None,
+                      router=routing.for_target(target) if target else None)
 
 
 def status_data(spec: ClusterSpec, snap: ClusterSnapshot) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgha import poll
+from pgha import poll, routing
 from pgha.drill.prober import DIRECT_TABLE, TABLE, Attempt, Writer, create_tables
 from pgha.drill.scenarios import SCENARIOS, DrillContext, Scenario
 from pgha.errors import PghaError, UsageError, pgha_command
@@ -118,7 +118,7 @@ class DrillRunner:
                  ops: Operations | None = None) -> None:
         self.target, self.creds, self.say = target, creds, say
         self.spec, self.transport = target.spec, target.transport
-        self.ops = ops or Operations(self.spec, creds, self.transport)
+        self.ops = ops or Operations(self.spec, creds, self.transport, router=routing.for_target(target))
         self.live = Dcs()
         """The cluster's live DCS configuration, read before the fault."""
 
