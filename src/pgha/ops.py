@@ -153,6 +153,11 @@ class Operations:
         return (f"switchover done: {snap.leader.name} is the leader (HAProxy routes to it), {rejoin}{notes}; "
                 f"{self.etcd_leader_off_quietly(snap)}")
 
+    def rejoined(self, timeout: float = 60) -> ClusterSnapshot:
+        """Until every member streams behind the leader: what a switchover does not wait for (the old
+        leader rejoining), for whoever acts next on the whole cluster."""
+        return self.wait("every member streaming", ClusterSnapshot.healthy, timeout)
+
     def promoted(self, members: list[str]) -> str | None:
         """The one of ``members`` that holds the leader key with PostgreSQL out of recovery (Patroni's
         ``/primary``: 200 and role primary), or None."""

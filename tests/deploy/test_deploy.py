@@ -135,6 +135,8 @@ def test_status_verify_and_switchover(spec_file: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     new = json.loads(pgha("status", "--spec", str(spec_file), "--format", "json").stdout)["leader"]
     assert new and new != old
+    # The switchover returns once HAProxy routes to the new leader; the old one rejoins after it.
+    Operations(spec_mod.load(spec_file), Credentials.of(spec_mod.load(spec_file))).rejoined()
     res = pgha("verify", "--spec", str(spec_file), "--format", "json")
     assert res.returncode == 0, res.stdout[-2000:]
     # The new leader's Patroni, read from its journal over SSH: the switchover is in it.

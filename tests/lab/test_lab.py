@@ -175,7 +175,9 @@ def test_crash_is_a_power_cut_until_lab_start(lab: Lab, lab_spec_file: str,
                       and all(m.healthy for m in s.etcd) and s, 60)
     assert len(snap.replicas) == 2
     # Leave the seed's topology (postgresql-01 leads) for the tests that follow.
-    Operations(lab.spec, creds, lab.transport).switchover("postgres-01")
+    ops = Operations(lab.spec, creds, lab.transport)
+    ops.switchover("postgres-01")
+    ops.rejoined()
 
 
 def test_unknown_node_and_service_are_clear_errors(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:

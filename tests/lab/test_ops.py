@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pgha import routing
 from pgha.cli import main
 from pgha.errors import UsageError
 from pgha.lab.control import Lab
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture
 def ops(lab: Lab) -> Operations:
-    return Operations(lab.spec, Credentials.of(lab.spec), lab.transport)
+    return Operations(lab.spec, Credentials.of(lab.spec), lab.transport, router=routing.for_target(lab.target))
 
 
 def test_status_json_schema(lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,13 +42,14 @@ def test_status_json_schema(lab: Lab, lab_spec_file: str, capsys: pytest.Capture
 
 def test_switchover_to_candidate_and_back(ops: Operations) -> None:
     msg = ops.switchover("postgres-02")
-    assert "postgresql-02 is the leader" in msg
+    assert "postgresql-02 is the leader (HAProxy routes to it)" in msg
     snap = ops.snapshot()
-    assert snap.leader is not None and snap.leader.name == "postgresql-02"
+    assert snap.leader is not None and snap.leader.name == "postgresql-02" and snap.routes_to("postgresql-02")
+    snap = ops.rejoined()  # the switchover returns once clients are served; the old leader rejoins after
     old = next(m for m in snap.members if m.name == "postgresql-01")
     assert old.role == "replica" and old.state == "streaming"
     ops.switchover("postgresql-01")  # by member name this time
-    snap = ops.snapshot()
+    snap = ops.rejoined()
     assert snap.leader is not None and snap.leader.name == "postgresql-01"
     assert all(m.state == "streaming" for m in snap.replicas)
 
@@ -123,6 +125,7 @@ def test_failover_to_a_candidate_then_back(ops: Operations) -> None:
     assert snap.leader is not None and snap.leader.name == "postgresql-03" and snap.leader.timeline == tl + 1
     assert snap.routes_to("postgresql-03")  # HAProxy follows before failover returns
     ops.switchover("postgres-01")
+    ops.rejoined()
 
 
 def test_changing_commands_ask_on_a_terminal_and_refuse_without_one(lab: Lab, lab_spec_file: str,
@@ -164,7 +167,7 @@ def test_patronictl_list_and_switchover(lab: Lab, lab_spec_file: str) -> None:
     ops = Operations(lab.spec, Credentials.of(lab.spec), lab.transport)
     ops.wait("old leader back", ClusterSnapshot.healthy, 60)
     ops.switchover("postgres-01")
-    assert ops.snapshot().leader.name == "postgresql-01"  # type: ignore[union-attr]
+    assert ops.rejoined().leader.name == "postgresql-01"  # type: ignore[union-attr]
 
 
 def test_paused_cluster_does_not_fail_over_then_does_after_resume(lab: Lab, ops: Operations) -> None:
@@ -189,6 +192,7 @@ def test_paused_cluster_does_not_fail_over_then_does_after_resume(lab: Lab, ops:
         lab.start(leader.name, "patroni")
     ops.wait("old leader back as a streaming replica", ClusterSnapshot.healthy, 90)
     ops.switchover("postgres-01")
+    ops.rejoined()
     ops.set_config({"ttl": 30, "loop_wait": 10, "retry_timeout": 10})
 
 

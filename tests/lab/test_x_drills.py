@@ -143,3 +143,4 @@ def test_role_change_callback_refused_by_etcd_leaves_patroni_unaffected(lab: Lab
         assert etcd != patroni and "moved etcd's leadership" in said
     finally:
         t.put_file(candidate, good)
+    ops.rejoined()
