@@ -36,6 +36,8 @@ class Operations:
         self.prober = prober or Prober(spec, creds, transport)
         self.router = router
         """HAProxy's runtime API (pgha.routing); None: a switchover leaves the routing to the checks."""
+        self.last_handover: routing.Handover | None = None
+        """What the last routed switchover saw (the drills' timeline reads its moments)."""
 
     # -- helpers ------------------------------------------------------------------------------
     def snapshot(self) -> ClusterSnapshot:
@@ -134,7 +136,7 @@ class Operations:
         else:
             others = [m.name for m in snap.members
                       if m.name != leader.name and (not candidate or m.name == body["candidate"])]
-            done = routing.handover(self.router, ask, partial(self.promoted, others), timeout)
+            done = self.last_handover = routing.handover(self.router, ask, partial(self.promoted, others), timeout)
             code, answer, notes = done.code, done.answer, done.notes
         if code is None:
             raise PghaError(f"switchover: Patroni did not answer: {answer}{notes}",

@@ -128,6 +128,7 @@ class Handover:
     code: int | None
     answer: Any
     leader: str | None
+    held_at: float
     routed_at: float | None
     notes: str
 
@@ -142,6 +143,7 @@ def handover(router: Router, ask: Callable[[], tuple[int, Any]], promoted: Calla
     leader key moved), route to the member ``promoted`` names as soon as it names one, release on any
     other way out — Patroni's refusal, a timeout, an exception, an interrupt."""
     notes = failed("hold", router.hold())
+    held_at = time.time()
     answer: list[tuple[int, Any] | BaseException] = []
 
     def call() -> None:
@@ -169,7 +171,7 @@ def handover(router: Router, ask: Callable[[], tuple[int, Any]], promoted: Calla
         if routed_at is None:
             notes += failed("release", router.release())
     if not answer:
-        return Handover(None, f"no answer within {timeout:g} s", leader, routed_at, notes)
+        return Handover(None, f"no answer within {timeout:g} s", leader, held_at, routed_at, notes)
     if isinstance(answer[0], BaseException):
-        return Handover(None, f"{type(answer[0]).__name__}: {answer[0]}", leader, routed_at, notes)
-    return Handover(answer[0][0], answer[0][1], leader, routed_at, notes)
+        return Handover(None, f"{type(answer[0]).__name__}: {answer[0]}", leader, held_at, routed_at, notes)
+    return Handover(answer[0][0], answer[0][1], leader, held_at, routed_at, notes)

@@ -27,7 +27,7 @@ def _scenarios() -> list[str]:
               help="Write drill.json and one timeline PNG per run into this directory.")
 def drill(spec_path: str | None, fmt: str, name: str, repeat: int, sync: bool, report_dir: str | None) -> None:
     """Inject a fault under load and measure outage, lost writes, split brain and recovery."""
-    from pgha.drill import report
+    from pgha.drill import report, timeline
     from pgha.drill.runner import DrillRunner, scenario
     from pgha.probe import Credentials
 
@@ -42,6 +42,9 @@ def drill(spec_path: str | None, fmt: str, name: str, repeat: int, sync: bool, r
         err.print(f"  old leader led etcd: {r.old_leader_led_etcd}, outage {r.write_outage_s} s,"
                   f" lost {r.lost_acked_writes}, healthy after {r.healthy_after_s} s"
                   + "".join(f"\n  note: {n}" for n in r.notes))
+        if r.timeline:
+            err.print("  where the time went (seconds since the fault, since the step before):\n    "
+                      + "\n    ".join(timeline.render([timeline.Phase(n, at) for n, at in r.timeline])))
     if report_dir:
         out = Path(report_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgha import poll, routing
+from pgha.drill import timeline
 from pgha.drill.prober import DIRECT_TABLE, TABLE, Attempt, Writer, create_tables
 from pgha.drill.scenarios import SCENARIOS, DrillContext, Scenario
 from pgha.errors import PghaError, UsageError, pgha_command
@@ -57,6 +58,8 @@ class DrillResult:
     vip_moves: int = 0
     vip_on_two_hosts: bool = False
     healthy_at_end: bool = False
+    timeline: list[tuple[str, float]] = field(default_factory=list)
+    """A switchover's phases (pgha.drill.timeline): (what, seconds since the fault), in time order."""
     notes: list[str] = field(default_factory=list)
     vip_attempts: list[Attempt] = field(default_factory=list, repr=False)
     samples: list[Sample] = field(default_factory=list, repr=False)
@@ -190,7 +193,24 @@ class DrillRunner:
         self._measure(result, vip_writer, direct)
         if scenario.name == "etcd-quorum-loss":
             self._explain_quorum_loss(result)
+        if scenario.name == "switchover":
+            self._switchover_timeline(result)
         return result
+
+    def _switchover_timeline(self, r: DrillResult) -> None:
+        if r.old_leader is None or r.new_leader is None:
+            return
+        new = self.spec.node(r.new_leader)
+        first = next((a.ended for a in r.vip_attempts if a.ok and a.started > r.t_fault
+                      and a.server == str(new.address)), None)
+        done = self.ops.last_handover
+        marks: dict[str, float | None] = {
+            "pgha: switchover called": r.t_fault, "pgha: every HAProxy holds": done.held_at if done else None,
+            "pgha: every HAProxy routes to the new leader": done.routed_at if done else None,
+            "first acknowledged write through the VIP": first}
+        phases = timeline.switchover(lambda n: self.transport.logs(n, "patroni", lines=2000),
+                                     self.spec.node(r.old_leader), new, r.t_fault, marks)
+        r.timeline = [(p.name, round(p.at, 3)) for p in phases]
 
     def _explain_quorum_loss(self, r: DrillResult) -> None:
         """Say what happened to writes without a DCS quorum, and why."""
