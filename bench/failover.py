@@ -87,6 +87,15 @@ def summary(profile: str, results: list[DrillResult]) -> None:
         print(f"  {name:<30} {len(rs):>4} {figures([r.write_outage_s for r in rs]):>16} "
               f"{figures([r.new_leader_after_s for r in rs]):>16} {figures(back):>16} "
               f"{sum(r.lost_acked_writes for r in rs):>10} {sum(not r.safe for r in rs):>6}")
+    timed = [r for r in results if r.timeline]
+    if timed:
+        print(f"  where a switchover's time goes, median of {len(timed)} (seconds since `pgha switchover` was called):")
+        phases: dict[str, list[float]] = {}
+        for r in timed:
+            for name, at in r.timeline:
+                phases.setdefault(name, []).append(at)
+        for name, ats in sorted(phases.items(), key=lambda kv: statistics.median(kv[1])):
+            print(f"    +{statistics.median(ats):6.2f}  {name} ({len(ats)} runs)")
 
 
 def interrupt(signum: int, frame: object) -> None:
