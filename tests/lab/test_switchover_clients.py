@@ -1,8 +1,10 @@
 """Switchovers as a client of the VIP sees them: a new connection every 50 ms never lands on a read-only
-server (SQLSTATE 25006), and `pgha switchover` returns soon after the new primary is routed."""
+server (SQLSTATE 25006), and `pgha switchover` returns soon after the new primary is routed; between two
+of them, `pgha dsn --multi-host` skips a standby listed first."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -73,6 +75,8 @@ def test_switchovers_never_route_a_new_connection_to_a_read_only_server(lab: Lab
         for i in range(SWITCHOVERS):
             candidate = lab.spec.postgres_nodes[1 - i % 2]  # 02, 01, 02, ...: the seed's leader at the end
             ops.rejoined()  # the candidate (the last switchover's old leader) streams again
+            if i == 1:
+                _multi_host_dsn_finds_the_primary(lab, lab_spec_file, capsys)
             started = time.time()
             assert main(["switchover", "--candidate", candidate.name, "--force", "--spec", lab_spec_file]) == 0
             runs.append((started, time.time(), candidate))
@@ -93,3 +97,15 @@ def test_switchovers_never_route_a_new_connection_to_a_read_only_server(lab: Lab
         after_routed.append(round(returned - first, 2))
     assert max(after_routed) <= 2.0, after_routed
     assert sum(t.server is not None for t in client.tries) > SWITCHOVERS * 20  # the client wrote throughout
+
+
+def _multi_host_dsn_finds_the_primary(lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """postgres-02 leads, postgres-01 (first in the list) is a streaming standby: libpq skips it."""
+    assert main(["dsn", "--multi-host", "--spec", lab_spec_file]) == 0
+    dsn = capsys.readouterr().out.strip()
+    hosts = ",".join(str(n.address) for n in lab.spec.postgres_nodes)
+    assert f"host={hosts} " in dsn and "target_session_attrs=read-write" in dsn and "sslmode=verify-full" in dsn
+    out = subprocess.run(["psql", dsn, "-Atc", "select host(inet_server_addr()), pg_is_in_recovery()"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{lab.spec.node('postgres-02').address}|f"

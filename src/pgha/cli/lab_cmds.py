@@ -211,6 +211,9 @@ def _target(fn):  # type: ignore[no-untyped-def]
         spec_option,
         click.option("--vip", "target", flag_value="vip", default=True, help="Through the VIP (the primary)."),
         click.option("--replicas", "target", flag_value="replicas", help="Through the VIP's read-only port."),
+        click.option("--multi-host", "target", flag_value="multi-host",
+                     help="Straight to the PostgreSQL nodes, no proxy: a libpq multi-host list with "
+                          "target_session_attrs=read-write (libpq finds the primary)."),
         click.option("--node", "node", default=None, help="Directly to one PostgreSQL node."),
         click.option("--superuser", is_flag=True,
                      help="As postgres, not the application role: only directly to a node (--node) from an "
@@ -236,7 +239,8 @@ def dsn_cmd(spec_path: str | None, target: str, node: str | None, superuser: boo
     if node:
         spec.node(node)  # a wrong name is named before the credentials are looked for
     click.echo(client_dsn(spec, Credentials.of(spec), node=node, replicas=target == "replicas",
-                          superuser=superuser, dbname=dbname, with_password=with_password))
+                          multi_host=target == "multi-host", superuser=superuser, dbname=dbname,
+                          with_password=with_password))
 
 
 @cli.command("psql", context_settings={"ignore_unknown_options": True})
@@ -252,5 +256,5 @@ def psql_cmd(spec_path: str | None, target: str, node: str | None, superuser: bo
     if node:
         spec.node(node)
     argv = psql_argv(spec, Credentials.of(spec), args, node=node, replicas=target == "replicas",
-                     superuser=superuser, dbname=dbname)
+                     multi_host=target == "multi-host", superuser=superuser, dbname=dbname)
     os.execv(argv[0], argv)  # psql takes over the terminal (Ctrl-C cancels its query, not pgha)

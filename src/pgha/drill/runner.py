@@ -38,6 +38,8 @@ class DrillResult:
     sync: bool
     profile: str
     action: str
+    via: str = "vip"
+    """The client's way to the primary: ``vip`` (HAProxy) or ``multi-host`` (libpq, no proxy)."""
     t_fault: float = 0.0
     old_leader: str | None = None
     old_leader_led_etcd: bool | None = None
@@ -153,7 +155,9 @@ class DrillRunner:
         self.live = snap.config or self.live
         return snap
 
-    def run(self, scenario: Scenario, sync: bool = False) -> DrillResult:
+    def run(self, scenario: Scenario, sync: bool = False, via: str = "vip") -> DrillResult:
+        """One drill; the client writes through ``via``: the VIP (HAProxy), or ``multi-host`` (a libpq
+        multi-host string over the PostgreSQL nodes with target_session_attrs=read-write, no proxy)."""
         snap = self.prepare(sync)
         assert snap.leader is not None
         leader = self.spec.node(snap.leader.name)
@@ -161,13 +165,15 @@ class DrillRunner:
         holder = self.spec.node(snap.vip_holders[0]) if snap.vip_holders else None
         ctx = DrillContext(self.target, self.ops, leader, replica, holder, [])
         result = DrillResult(scenario.name, uuid.uuid4().hex[:10], sync, self.spec.profile.value, "",
-                             old_leader=leader.member_name)
+                             old_leader=leader.member_name, via=via)
         if scenario.setup is not None:
             self.say(scenario.setup(ctx))
         etcd_leader = next((e.name for e in self.ops.snapshot().etcd if e.is_leader), None)
         result.old_leader_led_etcd = etcd_leader == leader.member_name if etcd_leader else None
         port = self.spec.ports.postgresql
-        vip_writer = Writer(str(self.spec.vip.address), port, self.creds, result.run)
+        conninfo = pg_probe.dsn(*pg_probe.endpoint(self.spec, multi_host=True), self.creds, connect_timeout=2) \
+            if via == "multi-host" else None
+        vip_writer = Writer(str(self.spec.vip.address), port, self.creds, result.run, dsn=conninfo)
         direct = [Writer(str(n.address), port, self.creds, result.run, interval=0.2, node=n.name)
                   for n in self.spec.postgres_nodes]
         sampler = Sampler(self.ops)

@@ -18,11 +18,14 @@ from pgha.spec import ClusterSpec
 def dsn(host: str, port: int, creds: Credentials, *, superuser: bool = False, dbname: str | None = None,
         sslmode: str = "verify-full", connect_timeout: int = 3, passfile: str | None = None) -> str:
     """A libpq DSN as the application role (in its database) or the superuser; with ``passfile`` it names
-    libpq's password file instead of holding the password."""
+    libpq's password file instead of holding the password. Several hosts (``a,b,c``): libpq tries each in
+    turn and keeps the one that accepts writes (``target_session_attrs=read-write``), each verified by its
+    own certificate; ``connect_timeout`` is then per host."""
     user, password, database = creds.login(superuser)
     secret = f"passfile={passfile}" if passfile else f"password={password}"
+    attrs = " target_session_attrs=read-write" if "," in host else ""
     return (f"host={host} port={port} dbname={dbname or database} user={user} {secret} "
-            f"sslmode={sslmode} sslrootcert={creds.ca} connect_timeout={connect_timeout}")
+            f"sslmode={sslmode} sslrootcert={creds.ca} connect_timeout={connect_timeout}{attrs}")
 
 
 def connect(host: str, port: int, creds: Credentials, **kw: Any) -> psycopg.Connection[Any]:
@@ -42,10 +45,14 @@ def query(host: str, port: int, creds: Credentials, sql: str, params: Any = None
         return list(cur.fetchall()) if cur.description else []
 
 
-def endpoint(spec: ClusterSpec, node: str | None = None, replicas: bool = False) -> tuple[str, int]:
-    """Where a client connects: one PostgreSQL node, the VIP's read-only port, or the VIP (the primary)."""
+def endpoint(spec: ClusterSpec, node: str | None = None, replicas: bool = False,
+             multi_host: bool = False) -> tuple[str, int]:
+    """Where a client connects: one PostgreSQL node, the VIP's read-only port, the VIP (the primary), or
+    every PostgreSQL node (a libpq multi-host list: the client finds the primary itself)."""
     if node:
         return str(spec.node(node).address), spec.ports.postgresql
+    if multi_host:
+        return ",".join(str(n.address) for n in spec.postgres_nodes), spec.ports.postgresql
     return str(spec.vip.address), spec.ports.postgresql_replicas if replicas else spec.ports.postgresql
 
 
@@ -62,11 +69,13 @@ def client_env(spec: ClusterSpec, creds: Credentials) -> dict[str, str]:
 
 
 def client_dsn(spec: ClusterSpec, creds: Credentials, *, node: str | None = None, replicas: bool = False,
-               superuser: bool = False, dbname: str | None = None, with_password: bool = False) -> str:
+               multi_host: bool = False, superuser: bool = False, dbname: str | None = None,
+               with_password: bool = False) -> str:
     """The DSN `pgha dsn` prints: the password in a 0600 passfile of the state directory unless asked for."""
     passfile = None if with_password else _passfile(spec, creds)
-    host, port = endpoint(spec, node, replicas)
-    return dsn(host, port, creds, superuser=superuser, dbname=dbname, connect_timeout=5, passfile=passfile)
+    host, port = endpoint(spec, node, replicas, multi_host)
+    return dsn(host, port, creds, superuser=superuser, dbname=dbname, connect_timeout=5 if not multi_host else 2,
+               passfile=passfile)
 
 
 def psql_argv(spec: ClusterSpec, creds: Credentials, args: tuple[str, ...], **target: Any) -> list[str]:
