@@ -7,7 +7,8 @@ can disagree with the truth: the demoted primary restarts as a read-only standby
 routed in either window gets SQLSTATE 25006. pgha owns the switchover, so it tells every HAProxy itself:
 
 1. **hold**: every server of the primary backend drained (no new connection; sessions in flight go on
-   until Patroni shuts the old primary down) — before Patroni is asked anything;
+   until Patroni shuts the old primary down) — as Patroni is asked, seconds before anyone else can hold
+   the leader key or the old primary restarts read-only;
 2. **route**: once the new leader's Patroni says it holds the leader key *and* PostgreSQL is out of
    recovery (``GET /primary``: 200 with role primary), it is forced UP and made ready, every other server
    forced DOWN (``on-marked-down shutdown-sessions`` closes what was left on them) and made ready;
@@ -139,11 +140,13 @@ PROMOTED_INTERVAL = 0.05
 
 def handover(router: Router, ask: Callable[[], tuple[int, Any]], promoted: Callable[[], str | None],
              timeout: float) -> Handover:
-    """Hold every HAProxy, ``ask`` Patroni (in the background: its answer comes up to a second after the
-    leader key moved), route to the member ``promoted`` names as soon as it names one, release on any
-    other way out — Patroni's refusal, a timeout, an exception, an interrupt."""
-    notes = failed("hold", router.hold())
-    held_at = time.time()
+    """``ask`` Patroni (in the background: its answer comes up to a second after the leader key moved) and
+    hold every HAProxy meanwhile, route to the member ``promoted`` names as soon as it names one, release
+    on any other way out — Patroni's refusal, a timeout, an exception, an interrupt.
+
+    The hold goes out with the request, not before it: Patroni takes ~0.3 s to start demoting and seconds
+    more before anyone else holds the key or the old primary restarts read-only, so the hold is in place
+    long before either, and the old primary's last writes are not cut short by it."""
     answer: list[tuple[int, Any] | BaseException] = []
 
     def call() -> None:
@@ -155,8 +158,11 @@ def handover(router: Router, ask: Callable[[], tuple[int, Any]], promoted: Calla
     asking = threading.Thread(target=call, name="switchover-request", daemon=True)
     leader = routed_at = None
     deadline = time.monotonic() + timeout
+    notes, held_at = "", time.time()
     try:
         asking.start()
+        notes = failed("hold", router.hold())
+        held_at = time.time()
         while time.monotonic() < deadline:
             leader = promoted()
             if leader is not None:
