@@ -6,7 +6,10 @@ A whole-node crash (``node-crash``, ``node-crash-etcd-leader``) is reported apar
 led etcd and when it did not. Never asserts a timing. Run as root with no other lab on its subnet:
 
     .venv/bin/python bench/failover.py [--runs 5] [--profiles seed,fast] [--scenarios node-crash,...]
-                                       [--lab-name pgha-bench] [--subnet 10.203.0.0/24]
+                                       [--via vip,multi-host] [--lab-name pgha-bench] [--subnet 10.203.0.0/24]
+
+``--via``: the client's ways to the primary, each run in turn (the VIP through HAProxy; a libpq multi-host
+string over the PostgreSQL nodes, no proxy); a case is reported per way when there are several.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ TIMED = ("node-crash", "node-crash-etcd-leader", "primary-crash", "primary-stop"
 
 
 def case(r: DrillResult) -> str:
-    """A whole-node crash is reported apart for when the dead node led etcd and when it did not."""
+    """A whole-node crash is reported apart for when the dead node led etcd and when it did not; a client
+    not through the VIP is named."""
+    via = "" if r.via == "vip" else f" via {r.via}"
     if not r.scenario.startswith("node-crash"):
-        return r.scenario
-    return f"node-crash, {'etcd leader' if r.old_leader_led_etcd else 'not etcd leader'}"
+        return r.scenario + via
+    return f"node-crash, {'etcd leader' if r.old_leader_led_etcd else 'not etcd leader'}{via}"
 
 
 def figures(values: list[float | None]) -> str:
@@ -45,7 +50,7 @@ def figures(values: list[float | None]) -> str:
 
 
 def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync: bool,
-                failures: list[str], lab_name: str, subnet: str | None) -> list[DrillResult]:
+                failures: list[str], lab_name: str, subnet: str | None, vias: list[str]) -> list[DrillResult]:
     spec = spec_mod.parse(spec_mod.default_data(lab=True, name=lab_name, subnet=subnet, profile=profile), "(bench)")
     lab = Lab(spec)
     lab.down()
@@ -55,10 +60,10 @@ def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync
         lab.up()
         print(f"[{profile.value}] lab up in {time.monotonic() - t0:.1f} s", flush=True)
         runner = DrillRunner(lab.target, Credentials.of(spec))
-        for name in scenarios:
+        for name, via in ((n, v) for n in scenarios for v in vias):
             for i in range(runs):
                 try:
-                    r = runner.run(scenario(name), sync=sync)
+                    r = runner.run(scenario(name), sync=sync, via=via)
                 except PghaError as exc:  # a failed run is a figure too: count it, show why, go on
                     failures.append(f"{profile.value} {name} {i + 1}: {exc}\n{exc.details or ''}")
                     print(f"[{profile.value}] {name} {i + 1}/{runs}: FAILED {failures[-1]}", flush=True)
@@ -66,7 +71,7 @@ def run_profile(profile: spec_mod.Profile, scenarios: list[str], runs: int, sync
                 results.append(r)
                 back = (round(r.healthy_after_s - r.restored_after_s, 2)
                         if r.healthy_after_s is not None and r.restored_after_s is not None else None)
-                print(f"[{profile.value}] {name} {i + 1}/{runs}: led etcd {r.old_leader_led_etcd}, "
+                print(f"[{profile.value}] {case(r)} {i + 1}/{runs}: led etcd {r.old_leader_led_etcd}, "
                       f"outage {r.write_outage_s} s, new leader "
                       f"{r.new_leader_after_s} s, lost {r.lost_acked_writes}, back streaming {back} s after "
                       f"restore, VIP x2 {r.vip_on_two_hosts}, safe {r.safe}", flush=True)
@@ -87,15 +92,15 @@ def summary(profile: str, results: list[DrillResult]) -> None:
         print(f"  {name:<30} {len(rs):>4} {figures([r.write_outage_s for r in rs]):>16} "
               f"{figures([r.new_leader_after_s for r in rs]):>16} {figures(back):>16} "
               f"{sum(r.lost_acked_writes for r in rs):>10} {sum(not r.safe for r in rs):>6}")
-    timed = [r for r in results if r.timeline]
-    if timed:
-        print(f"  where a switchover's time goes, median of {len(timed)} (seconds since `pgha switchover` was called):")
+    for name in dict.fromkeys(case(r) for r in results if r.timeline):
+        timed = [r for r in results if r.timeline and case(r) == name]
+        print(f"  {name}: where the time goes, median of {len(timed)} (seconds since `pgha switchover` was called)")
         phases: dict[str, list[float]] = {}
         for r in timed:
-            for name, at in r.timeline:
-                phases.setdefault(name, []).append(at)
-        for name, ats in sorted(phases.items(), key=lambda kv: statistics.median(kv[1])):
-            print(f"    +{statistics.median(ats):6.2f}  {name} ({len(ats)} runs)")
+            for phase, at in r.timeline:
+                phases.setdefault(phase, []).append(at)
+        for phase, ats in sorted(phases.items(), key=lambda kv: statistics.median(kv[1])):
+            print(f"    +{statistics.median(ats):6.2f}  {phase} ({len(ats)} runs)")
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -109,6 +114,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profiles", default="seed,fast")
     parser.add_argument("--scenarios", default=",".join(TIMED))
+    parser.add_argument("--via", default="vip", help="vip, multi-host or both (comma-separated)")
     parser.add_argument("--async", dest="sync", action="store_false", help="synchronous_mode off")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     parser.add_argument("--lab-name", default="pgha-bench")
@@ -121,7 +127,7 @@ def main(argv: list[str]) -> None:
     for p in args.profiles.split(","):
         profile = spec_mod.Profile(p.strip())
         per_profile[profile.value] = run_profile(profile, scenarios, args.runs, args.sync, failures,
-                                                 args.lab_name, args.subnet)
+                                                 args.lab_name, args.subnet, args.via.split(","))
         every[profile.value] = [r.as_dict() for r in per_profile[profile.value]]
     for profile_name, results in per_profile.items():
         summary(profile_name, results)
