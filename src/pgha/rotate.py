@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 
-from pgha import poll
+from pgha import ca_rotation, poll
 from pgha.errors import PghaError, UsageError, pgha_command
 from pgha.layout import StateLayout, etcd_cert_name
 from pgha.orchestrate import Orchestrator, Reporter
@@ -140,20 +140,52 @@ class CertRotator:
                              hint=f"a rotation reloads every node: heal it first (`{pgha_command('doctor')}`)")
 
     def rotate_leaves(self) -> RotationResult:
+        """Every leaf re-issued from the cluster CA and in use; the CA kept."""
+        ca_rotation.require_none(self.state)
+        return self._rotate([("leaf certificates", False)])
+
+    def rotate_ca(self) -> RotationResult:
+        """A new CA in three phases, each recorded (an interrupted rotation resumes at its phase):
+
+        trust-both  every trust file carries the old and the new CA (leaves re-issued from the old one,
+                    so Patroni's REST API re-reads its CA file too; etcd restarted, one member at a time,
+                    since it reads its CA file only at start; HAProxy reloaded)
+        reissue     every leaf re-issued from the new CA (reloads only: everyone trusts both)
+        drop-old    the old CA leaves every trust file (leaves re-issued again so Patroni re-reads; etcd
+                    restarted one at a time; HAProxy reloaded)
+        """
+        todo = {None: ["trust-both", "reissue", "drop-old"], "trust-both": ["trust-both", "reissue", "drop-old"],
+                "reissue": ["reissue", "drop-old"], "drop-old": ["drop-old"]}[ca_rotation.phase(self.state)]
+        return self._rotate([(p, p != "reissue") for p in todo], ca=True)
+
+    def _rotate(self, phases: list[tuple[str, bool]], ca: bool = False) -> RotationResult:
         t0 = time.monotonic()
         orch = self.orch()
         self.require_whole(orch)
         items = listeners(self.spec)
         before = presented(self.spec, self.state, items)
-        with orch.step("re-issue every leaf certificate from the cluster CA"):
-            ensure_pki(self.spec, self.state, rotate=True)
-        orch = self.orch()
-        changed = self.push(orch)
-        self.reload_patroni(orch, changed)
-        self.etcd_pickup(orch, items)
-        self.reload_proxies(orch, changed, "ca.crt")
-        with orch.step("cluster whole"):
-            orch.wait("cluster whole", lambda: self._whole(orch), 60, "patroni", self.spec.postgres_nodes)
+        for name, trust_changed in phases:
+            if ca and name == "trust-both" and ca_rotation.phase(self.state) is None:
+                with orch.step("a new CA, trusted beside the old one"):
+                    ca_rotation.begin(self.spec, self.state)
+            with orch.step(f"{name}: re-issue every leaf certificate"):
+                ensure_pki(self.spec, self.state, rotate=True)
+            orch = self.orch()  # the client certificates and the trust file just changed
+            changed = self.push(orch)
+            self.reload_patroni(orch, changed)
+            if trust_changed:
+                for node in self.spec.postgres_nodes:  # etcd reads its CA file at start only
+                    with orch.step(f"restart etcd on {node.name} (its CA file)"):
+                        self.restart_etcd(orch, node)
+            self.etcd_pickup(orch, items)
+            self.reload_proxies(orch, changed, "CA file")
+            with orch.step("cluster whole"):
+                orch.wait("cluster whole", partial(self._whole, orch), 60, "patroni", self.spec.postgres_nodes)
+            if ca:
+                {"trust-both": ca_rotation.switch, "reissue": ca_rotation.drop_old,
+                 "drop-old": ca_rotation.finish}[name](self.state)
+        if self.restarted:
+            orch.etcd_leader_off()  # a restart may have handed etcd's leadership to the Patroni leader's node
         after = presented(self.spec, self.state, items)
         stale = [p for p, li in zip(after, items, strict=True) if p.serial != expected_serial(self.state, li)]
         if stale:
@@ -218,16 +250,52 @@ class CertRotator:
         orch.wait(f"etcd healthy after restarting {node.name}'s member", orch.etcd_healthy, 60, "etcd", (node,))
 
     def reload_proxies(self, orch: Orchestrator, changed: dict[str, list[str]], what: str) -> None:
-        """HAProxy reloaded where its CA file changed (a seamless reload: workers finish their connections)."""
+        """HAProxy's CA file, where it changed, committed through its runtime API: no reload, whose new workers
+        would count every server UP until their first check (a replica in the primary's backend)."""
         nodes = [n for n in self.spec.haproxy_nodes if changed.get(n.name)]
         if not nodes:
             return
-        name = f"HAProxy reloads its {what}"
+        name = f"HAProxy takes its new {what} (runtime API)"
         with orch.step(name):
             for node in nodes:
-                self.target.transport.reload(node, "haproxy")
-                self.reloaded.append(f"haproxy@{node.name}")
+                layout = self.target.layout(node)
+                res = self.target.transport.run(node, ["python3", "-c", HAPROXY_SET_CA, layout.haproxy_socket,
+                                                       layout.haproxy_ca], timeout=20)
+                if not res.ok:
+                    raise PghaError(f"{node.name}: HAProxy did not take its new CA file: "
+                                    f"{(res.stdout + res.stderr).strip()}",
+                                    hint=f"a restart reads it (its checks start over): "
+                                         f"`{self.target.service_command(node, 'haproxy', 'restart')}`")
+                self.reloaded.append(f"haproxy-ca@{node.name}")
             orch.wait(name, orch.routes_to_leader, 30, "haproxy", tuple(nodes))
+
+
+HAPROXY_SET_CA = r"""
+import socket, sys
+sock_path, ca_path = sys.argv[1], sys.argv[2]
+def cli(command):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(sock_path)
+    s.sendall(command.encode())
+    s.shutdown(socket.SHUT_WR)
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return out.decode(errors="replace")
+        out += chunk
+pem = open(ca_path).read().strip()
+answer = cli(f"set ssl ca-file {ca_path} <<\n{pem}\n\n")
+if "transaction" not in answer.lower():
+    sys.exit(f"set ssl ca-file: {answer.strip()}")
+answer = cli(f"commit ssl ca-file {ca_path}\n")
+if "success" not in answer.lower():
+    sys.exit(f"commit ssl ca-file: {answer.strip()}")
+print(answer.strip())
+"""
+"""Sent as ``python3 -c`` to an HAProxy node (standard library only): its CA file, as just written, committed
+through the stats socket (HAProxy >= 2.5: ``set ssl ca-file`` + ``commit ssl ca-file``)."""
 
 
 def serial_hex(serial: int | None) -> str:

@@ -85,6 +85,9 @@ CASES: list[tuple[str, int, str]] = [
     ("restart --force --spec {ready}", 2, "name a NODE or pass --all"),
     ("restart postgres-09 --force --spec {ready}", 2, "no node named 'postgres-09'"),
     ("restart --all --spec {ready}", 2, "restart PostgreSQL on postgres-01, postgres-02, postgres-03: confirm"),
+    ("restart --rolling postgres-01 --force --spec {ready}", 2, "--rolling restarts every node in its own order"),
+    ("restart --rolling --spec {ready}", 2, "restart PostgreSQL on every node, one at a time, with a switchover: "
+                                           "confirm on a terminal"),
     ("reload --spec {ready}", 2, "confirm on a terminal"),
     ("reload --force --spec {ready}", 1, "https://127.203.13.203:8008/reload: ConnectError"),
     ("reinit postgres-09 --force --spec {ready}", 2, "no node named 'postgres-09'"),
@@ -106,6 +109,8 @@ CASES: list[tuple[str, int, str]] = [
     ("ctl --spec {bare} -- list", 4, "no generated secrets"),
     ("reset --spec {ready}", 2, "no lab is running"),
     ("certs rotate --spec {ready}", 2, "no lab is running"),
+    ("etcd replace postgres-09 --force --spec {ready}", 2, "no node named 'postgres-09'"),
+    ("etcd replace postgres-01 --spec {ready}", 2, "no lab is running"),
     ("drill primary-nap --spec {ready}", 2, "Invalid value for 'SCENARIO': 'primary-nap' is not one of"),
     ("drill primary-crash --repeat 0 --spec {ready}", 2, "0 is not in the range 1<=x<=100"),
     ("drill primary-crash --spec {ready}", 2, "no lab is running"),

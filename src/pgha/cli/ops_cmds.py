@@ -189,10 +189,22 @@ def resume(spec_path: str | None, force: bool) -> None:
 @click.argument("nodes", nargs=-1)
 @click.option("--all", "all_nodes", is_flag=True, help="Every PostgreSQL node.")
 @click.option("--pending", is_flag=True, help="Only nodes with a pending restart.")
+@click.option("--rolling", is_flag=True, help="Every node, replicas first one at a time, then a switchover and the "
+              "old primary: the primary's role stays available.")
 @force_option
-def restart(spec_path: str | None, nodes: tuple[str, ...], all_nodes: bool, pending: bool, force: bool) -> None:
+def restart(spec_path: str | None, nodes: tuple[str, ...], all_nodes: bool, pending: bool, rolling: bool,
+            force: bool) -> None:
     """Restart PostgreSQL through Patroni (never through systemctl)."""
     ops = _ops(spec_path)
+    if rolling:
+        from pgha.rolling import rolling_restart
+
+        if nodes or all_nodes:
+            raise UsageError("--rolling restarts every node in its own order: name no NODE, no --all")
+        confirm(force, "restart PostgreSQL on every node, one at a time, with a switchover"
+                + (" (only those with a pending restart)" if pending else ""))
+        _after(ops, rolling_restart(ops, pending, say=lambda m: err.print(f"[dim]{m}[/]")))
+        return
     targets = [n.name for n in ops.spec.postgres_nodes] if all_nodes else list(nodes)
     if not targets:
         raise UsageError("name a NODE or pass --all")

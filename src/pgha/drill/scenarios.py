@@ -105,6 +105,31 @@ def _cert_rotate(ctx: DrillContext) -> str:
     return CertRotator(ctx.target).rotate_leaves().summary()
 
 
+def _ca_rotate(ctx: DrillContext) -> str:
+    from pgha.rotate import CertRotator
+
+    return CertRotator(ctx.target).rotate_ca().summary()
+
+
+def _rolling_restart(ctx: DrillContext) -> str:
+    from pgha.rolling import rolling_restart
+
+    return rolling_restart(ctx.ops)
+
+
+def _etcd_member_lost(ctx: DrillContext) -> str:
+    """A replica node's etcd dies with its disk: stopped, its data directory gone."""
+    ctx.transport.stop(ctx.replica, "etcd")
+    ctx.transport.remove_tree(ctx.replica, ctx.target.layout(ctx.replica).etcd_data)
+    return f"etcd on {ctx.replica.name} stopped, its data directory removed (a lost disk)"
+
+
+def _etcd_replace(ctx: DrillContext) -> str:
+    from pgha.etcd_member import EtcdReplacer
+
+    return EtcdReplacer(ctx.target).replace(ctx.replica.name)
+
+
 def _etcd_quorum_loss(ctx: DrillContext) -> str:
     members = [n for n in ctx.spec.postgres_nodes if n != ctx.leader][:2]
     return "; ".join(ctx.down(n, "etcd", "KILL") for n in members)
@@ -147,6 +172,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              lambda c: c.down(_vip_holder(c), "keepalived"), hold=8),
     Scenario("cert-rotate", "`pgha certs rotate`: every leaf certificate re-issued and reloaded under load",
              _cert_rotate),
+    Scenario("ca-rotate", "`pgha certs rotate --ca`: a new CA in three phases under load", _ca_rotate),
+    Scenario("rolling-restart", "`pgha restart --rolling`: replicas one at a time, a switchover, the old primary",
+             _rolling_restart, expects_failover=True),
+    Scenario("etcd-replace", "`pgha etcd replace`: a replica node's etcd member, its data lost, rebuilt",
+             _etcd_replace, setup=_etcd_member_lost),
     Scenario("patroni-only-crash", "SIGKILL only Patroni on the leader (the postmaster keeps running)",
              lambda c: c.down(c.leader, "patroni"), expects_failover=True, hold=3),
 ]}

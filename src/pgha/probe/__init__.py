@@ -4,6 +4,7 @@ operations (Patroni's REST) and the drill's writers included."""
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 
@@ -58,11 +59,13 @@ class Credentials:
 
     def _context(self, cert: str = "", key: str = "") -> ssl.SSLContext:
         """Built once per certificate and shared (an SSLContext is thread-safe): loading the files is most
-        of the cost of a probe, and a snapshot makes a dozen."""
+        of the cost of a probe, and a snapshot makes a dozen. Built again when the CA file or the
+        certificate changed (`pgha certs rotate` under a running drill or status --watch)."""
         cache = self.__dict__.setdefault("_contexts", {})
-        if cert not in cache:
+        stamp = (cert, *(os.stat(p).st_mtime_ns for p in (self.ca, cert) if p))
+        if cache.get(cert, (None,))[0] != stamp:
             ctx = ssl.create_default_context(cafile=self.ca)
             if cert:
                 ctx.load_cert_chain(cert, key)
-            cache[cert] = ctx
-        return cache[cert]
+            cache[cert] = (stamp, ctx)
+        return cache[cert][1]
