@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 
-from pgha import ca_rotation, poll
+from pgha import ca_rotation, poll, routing
 from pgha.errors import PghaError, UsageError, pgha_command
 from pgha.layout import StateLayout, etcd_cert_name
 from pgha.orchestrate import Orchestrator, Reporter
@@ -250,8 +250,8 @@ class CertRotator:
         orch.wait(f"etcd healthy after restarting {node.name}'s member", orch.etcd_healthy, 60, "etcd", (node,))
 
     def reload_proxies(self, orch: Orchestrator, changed: dict[str, list[str]], what: str) -> None:
-        """HAProxy's CA file, where it changed, committed through its runtime API: no reload, whose new workers
-        would count every server UP until their first check (a replica in the primary's backend)."""
+        """HAProxy's CA file, where it changed, committed through its runtime API (the admin socket, as
+        :mod:`pgha.routing` speaks to it): no reload, whose new workers start their checks over."""
         nodes = [n for n in self.spec.haproxy_nodes if changed.get(n.name)]
         if not nodes:
             return
@@ -259,43 +259,18 @@ class CertRotator:
         with orch.step(name):
             for node in nodes:
                 layout = self.target.layout(node)
-                res = self.target.transport.run(node, ["python3", "-c", HAPROXY_SET_CA, layout.haproxy_socket,
-                                                       layout.haproxy_ca], timeout=20)
-                if not res.ok:
-                    raise PghaError(f"{node.name}: HAProxy did not take its new CA file: "
-                                    f"{(res.stdout + res.stderr).strip()}",
-                                    hint=f"a restart reads it (its checks start over): "
-                                         f"`{self.target.service_command(node, 'haproxy', 'restart')}`")
+                pem = self.target.plan(node, "existing").file(layout.haproxy_ca).content.decode().strip()
+                for line, expect in ((f"set ssl ca-file {layout.haproxy_ca} <<\n{pem}\n", "transaction"),
+                                     (f"commit ssl ca-file {layout.haproxy_ca}", "success")):
+                    res = self.target.transport.run(node, ["/usr/bin/python3", "-I", "-S", "-c", routing.CLIENT,
+                                                           layout.haproxy_socket, line], timeout=20)
+                    if not res.ok or expect not in res.stdout.lower():
+                        raise PghaError(f"{node.name}: HAProxy did not take its new CA file: "
+                                        f"{(res.stdout + res.stderr).strip()}",
+                                        hint=f"a restart reads it (its checks start over): "
+                                             f"`{self.target.service_command(node, 'haproxy', 'restart')}`")
                 self.reloaded.append(f"haproxy-ca@{node.name}")
             orch.wait(name, orch.routes_to_leader, 30, "haproxy", tuple(nodes))
-
-
-HAPROXY_SET_CA = r"""
-import socket, sys
-sock_path, ca_path = sys.argv[1], sys.argv[2]
-def cli(command):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(10)
-    s.connect(sock_path)
-    s.sendall(command.encode())
-    s.shutdown(socket.SHUT_WR)
-    out = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return out.decode(errors="replace")
-        out += chunk
-pem = open(ca_path).read().strip()
-answer = cli(f"set ssl ca-file {ca_path} <<\n{pem}\n\n")
-if "transaction" not in answer.lower():
-    sys.exit(f"set ssl ca-file: {answer.strip()}")
-answer = cli(f"commit ssl ca-file {ca_path}\n")
-if "success" not in answer.lower():
-    sys.exit(f"commit ssl ca-file: {answer.strip()}")
-print(answer.strip())
-"""
-"""Sent as ``python3 -c`` to an HAProxy node (standard library only): its CA file, as just written, committed
-through the stats socket (HAProxy >= 2.5: ``set ssl ca-file`` + ``commit ssl ca-file``)."""
 
 
 def serial_hex(serial: int | None) -> str:
