@@ -187,7 +187,7 @@ def rewind(ev: Evidence) -> list[Finding]:
             out.append(Finding(
                 f"pg_rewind will fail on {f.node.name} after a failover", "data_checksums = off, wal_log_hints = off",
                 f"`{pgha_command('config', 'set', 'postgresql.parameters.wal_log_hints=on')}`, then "
-                f"`{pgha_command('restart', '--all', '--pending')}`",
+                f"`{pgha_command('restart', '--rolling', '--pending')}`",
                 Severity.WARNING, f.node.name, "rewind.not_possible"))
     return out
 

@@ -23,7 +23,7 @@ def pending_restart(ev: Evidence) -> list[Finding]:
         return []
     return [Finding(f"{', '.join(waiting)} run(s) with settings that apply only after a restart",
                     "pending_restart: true in Patroni's member list (a changed parameter of context postmaster)",
-                    f"`{pgha_command('restart', '--all', '--pending')}` (a rolling restart, replicas first)",
+                    f"`{pgha_command('restart', '--rolling', '--pending')}` (replicas, a switchover, the old primary)",
                     Severity.WARNING, code="patroni.pending_restart")]
 
 
