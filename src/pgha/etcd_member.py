@@ -26,6 +26,7 @@ from pgha.etcd_leader import Gateway, MoveError, operator_gateway
 from pgha.orchestrate import Orchestrator, Reporter
 from pgha.plan import etcd_env_file
 from pgha.probe import Credentials
+from pgha.probe.cluster import Prober
 from pgha.render.etcd import peer_url
 from pgha.spec import Node
 from pgha.target import Target
@@ -47,11 +48,12 @@ def members(gw: Gateway, via: str) -> list[dict[str, Any]]:
 class EtcdReplacer:
     """Replaces one etcd member of a running cluster."""
 
-    def __init__(self, target: Target, reporter: Reporter | None = None) -> None:
+    def __init__(self, target: Target, reporter: Reporter | None = None, *, gateway: Gateway | None = None,
+                 prober: Prober | None = None) -> None:
         self.target, self.spec, self.transport = target, target.spec, target.transport
-        self.creds = Credentials.of(self.spec)
-        self.orch = Orchestrator(self.spec, self.transport, reporter, self.creds)
-        self.gw = operator_gateway(self.spec, self.creds)
+        creds = prober.creds if prober else Credentials.of(self.spec)
+        self.orch = Orchestrator(self.spec, self.transport, reporter, creds, prober)
+        self.gw = gateway or operator_gateway(self.spec, creds)
 
     def replace(self, name: str) -> str:
         node = self.spec.node(name)
