@@ -51,6 +51,11 @@ from pgha.spec import ClusterSpec, Role
 ROLES = tuple(r.value for r in Role)
 
 
+def roles_of(spec: ClusterSpec) -> tuple[str, ...]:
+    """The roles the spec's nodes have, in ROLES order."""
+    return tuple(r for r in ROLES if any(n.role.value == r for n in spec.nodes))
+
+
 @dataclass(frozen=True)
 class Bundle:
     dir: Path
@@ -61,9 +66,10 @@ class Bundle:
     def manifest_id(self, role: str) -> str:
         return (self.dir / f"{role}.id").read_text().strip()
 
-    def exists(self) -> bool:
+    def exists(self, spec: ClusterSpec) -> bool:
+        """Built for every role the spec's nodes have (a role without nodes gets no tar)."""
         return all(self.tar(r).exists() and (self.dir / f"{r}.id").exists() and (self.dir / f"{r}.manifest").exists()
-                   for r in ROLES)
+                   for r in roles_of(spec))
 
     def verified_tar(self, role: str) -> bytes:
         """The role's tar, after every member was checked against the manifest recorded at build."""
@@ -265,7 +271,7 @@ def build(spec: ClusterSpec, distro: str | None = None, *, force: bool = False) 
         if shutil.which(tool) is None:
             raise MissingPrerequisite(f"`pgha bundle build` needs {tool} (a Debian/Ubuntu machine)")
     bundle = Bundle(spec.bundle_dir)
-    if bundle.exists() and bundle.built_for(spec) and not force:
+    if bundle.exists(spec) and bundle.built_for(spec) and not force:
         return bundle
     bundle.dir.mkdir(parents=True, exist_ok=True)
     for sub in ("debs", "wheels"):
@@ -273,11 +279,8 @@ def build(spec: ClusterSpec, distro: str | None = None, *, force: bool = False) 
     apt_options = pgdg_apt_options(spec, bundle.dir / "apt", here)
     _download_debs(all_packages(spec), bundle.dir / "debs", apt_options)
     _wheels(spec.deploy.patroni, bundle.dir / "wheels")
-    for role in ROLES:
-        nodes = [n for n in spec.nodes if n.role.value == role]
-        if not nodes:
-            continue
-        names = _closure(packages_for(spec, nodes[0]), apt_options)
+    for role in roles_of(spec):
+        names = _closure(packages_for(spec, next(n for n in spec.nodes if n.role.value == role)), apt_options)
         missing = sorted(n for n in names if not (bundle.dir / "debs" / n).exists())
         if missing:
             raise PghaError(f"bundle: apt resolved {', '.join(missing[:5])} but did not download it")

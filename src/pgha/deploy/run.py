@@ -289,7 +289,7 @@ class Deployer:
                 tars: dict[str, tuple[bytes, str]] = {}
                 if self.spec.deploy.packages == "bundle":
                     bundle = Bundle(self.spec.bundle_dir)
-                    if not bundle.exists():
+                    if not bundle.exists(self.spec):
                         raise UsageError(f"no package bundle in {bundle.dir}",
                                          hint=f"build it: {pgha_command('bundle', 'build')}")
                     if not bundle.built_for(self.spec):
