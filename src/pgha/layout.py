@@ -127,6 +127,70 @@ class NodeLayout:
     def run_dir(self) -> str:
         return self.at(self.spec.paths.run_dir)
 
+    # -- monitoring: Prometheus, Alertmanager, the blackbox exporter (monitor node), postgres_exporter --
+    @property
+    def prometheus_dir(self) -> str:
+        return self.at(self.spec.paths.prometheus_conf)
+
+    @property
+    def prometheus_yml(self) -> str:
+        return f"{self.prometheus_dir}/prometheus.yml"
+
+    @property
+    def prometheus_rules(self) -> str:
+        return f"{self.prometheus_dir}/pgha-rules.yml"
+
+    @property
+    def web_config(self) -> str:
+        """HTTPS of Prometheus, Alertmanager (monitor node) or postgres_exporter (PostgreSQL nodes)."""
+        return f"{self.prometheus_dir}/web.yml"
+
+    @property
+    def alertmanager_yml(self) -> str:
+        return f"{self.prometheus_dir}/alertmanager.yml"
+
+    @property
+    def blackbox_yml(self) -> str:
+        return f"{self.prometheus_dir}/blackbox.yml"
+
+    @property
+    def webhook_script(self) -> str:
+        return f"{self.prometheus_dir}/pgha-webhook.py"
+
+    @property
+    def monitor_certs(self) -> str:
+        """The certificates the monitoring services read as user prometheus (copies of their own)."""
+        return f"{self.prometheus_dir}/certs"
+
+    @property
+    def monitor_ca(self) -> str:
+        return f"{self.monitor_certs}/ca.crt"
+
+    @property
+    def monitor_crt(self) -> str:
+        return f"{self.monitor_certs}/{self.node.name}.crt"
+
+    @property
+    def monitor_key(self) -> str:
+        return f"{self.monitor_certs}/{self.node.name}.key"
+
+    @property
+    def exporter_env(self) -> str:
+        return f"{self.prometheus_dir}/postgres_exporter.env"
+
+    @property
+    def exporter_password(self) -> str:
+        return f"{self.prometheus_dir}/postgres_exporter.pass"
+
+    @property
+    def prometheus_data(self) -> str:
+        return self.at(self.spec.paths.prometheus_data)
+
+    @property
+    def webhook_log(self) -> str:
+        """What the local webhook receiver got: one JSON document a line."""
+        return f"{self.prometheus_data}/webhook/alerts.jsonl"
+
     def pid_file(self, service: str) -> str:
         return f"{self.run_dir}/{service}.pid"
 

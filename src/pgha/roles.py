@@ -13,7 +13,7 @@ from psycopg import sql
 
 from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
-from pgha.spec import REWIND_USER, ClusterSpec, Node
+from pgha.spec import MONITOR_USER, REWIND_USER, ClusterSpec, Node
 
 REWIND_FUNCTIONS = ("pg_ls_dir(text, boolean, boolean)", "pg_stat_file(text, boolean)",
                     "pg_read_binary_file(text)", "pg_read_binary_file(text, bigint, bigint, boolean)")
@@ -49,6 +49,9 @@ def ensure_roles(spec: ClusterSpec, creds: Credentials, leader: Node) -> tuple[b
                 conn.execute(sql.SQL("CREATE DATABASE {db} OWNER {user}").format(
                     db=sql.Identifier(app), user=sql.Identifier(app)))
             done.append(f"role and database {app}")
+        # postgres_exporter's role: pg_monitor's statistics, no data; its password kept in step with secrets.yml.
+        _set_role(conn, MONITOR_USER, creds.secrets.monitor_password)
+        conn.execute(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(MONITOR_USER)))
         if not conn.execute("select 1 from pg_roles where rolname = %s", (REWIND_USER,)).fetchone():
             _set_role(conn, REWIND_USER, creds.secrets.rewind_password)
             for function in REWIND_FUNCTIONS:

@@ -90,6 +90,8 @@ class Secrets:
     app_password: str = field(default="", repr=False)
     rewind_password: str = field(default="", repr=False)
     haproxy_stats_password: str = field(repr=False, default="")
+    monitor_password: str = field(repr=False, default="")
+    """postgres_exporter's PostgreSQL role (pgha_monitor, a member of pg_monitor)."""
 
 
 _GENERATORS: dict[str, Callable[[], str]] = {
@@ -104,6 +106,7 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "app_password": lambda: random_token(PASSWORD_LENGTH),
     "rewind_password": lambda: random_token(PASSWORD_LENGTH),
     "haproxy_stats_password": lambda: random_token(PASSWORD_LENGTH),
+    "monitor_password": lambda: random_token(PASSWORD_LENGTH),
 }
 
 

@@ -25,8 +25,8 @@ STATE_ROOT = Path(os.environ.get("PGHA_STATE_ROOT") or (
     "/var/lib/pgha" if os.geteuid() == 0 else Path.home() / ".local/state/pgha"))
 """Where each cluster's state directory lives (the lab needs root, so /var/lib/pgha for it)."""
 
-SUPERUSER, REPLICATION_USER, REWIND_USER = "postgres", "replicator", "rewind"
-RESERVED_ROLES = (SUPERUSER, REPLICATION_USER, REWIND_USER)
+SUPERUSER, REPLICATION_USER, REWIND_USER, MONITOR_USER = "postgres", "replicator", "rewind", "pgha_monitor"
+RESERVED_ROLES = (SUPERUSER, REPLICATION_USER, REWIND_USER, MONITOR_USER)
 """PostgreSQL roles pgha configures itself: the superuser, replication and pg_rewind."""
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
 
@@ -182,6 +182,10 @@ class Ports(Frozen):
     haproxy_monitor: Annotated[int, Field(ge=1, le=65535)] = 8404
     """HAProxy's stats page on the node's address, behind a password (pgha's probes read it), and its
     health URI on 127.0.0.1 (keepalived's check)."""
+    postgres_exporter: Annotated[int, Field(ge=1, le=65535)] = 9187
+    """postgres_exporter on each PostgreSQL node (HTTPS)."""
+    prometheus: Annotated[int, Field(ge=1, le=65535)] = 9090
+    alertmanager: Annotated[int, Field(ge=1, le=65535)] = 9093
 
 
 class Dcs(Frozen):
@@ -293,6 +297,9 @@ class Paths(Frozen):
     run_dir: AbsPath = "/run/pgha"
     etcd_bin: AbsPath = "/usr/bin/etcd"
     """Debian's etcd-server; /usr/local/bin/etcd for the release tarball the seed installs."""
+    prometheus_conf: AbsPath = "/etc/prometheus"
+    """Prometheus, Alertmanager and the exporters' configs (the Debian packages' directory)."""
+    prometheus_data: AbsPath = "/var/lib/prometheus"
     patroni_venv: AbsPath = "/opt/pgha/patroni"
     """A virtualenv with Patroni, built from the system Python so ``postgres`` can execute it."""
 

@@ -228,7 +228,7 @@ def test_the_operators_and_the_probes_credentials_never_reach_a_node(spec: Clust
 def test_patroni_pg_hba_is_tls_and_scram_only(plans: dict[str, NodePlan], node_name: str) -> None:
     hba = patroni_config(plans[node_name])["postgresql"]["pg_hba"]
     special = {"local all postgres peer", "hostnossl all all 0.0.0.0/0 reject",
-               "host all postgres,rewind 0.0.0.0/0 reject"}
+               "host all postgres,rewind,pgha_monitor 0.0.0.0/0 reject"}
     assert special <= set(hba)
     others = [rule for rule in hba if rule not in special]
     assert others and all(r.split()[0] == "hostssl" and r.split()[-1] == "scram-sha-256" for r in others), others

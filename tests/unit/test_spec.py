@@ -194,7 +194,7 @@ CASES = [
                  "the VIP; set lab.bridge_address", id="bridge-address-taken"),
     # PostgreSQL roles
     pytest.param(section("postgresql", app_user="rewind"),
-                 "postgresql.app_user: rewind is one of pgha's own roles (postgres, replicator, rewind)",
+                 "postgresql.app_user: rewind is one of pgha's own roles (postgres, replicator, rewind, pgha_monitor)",
                  id="app-user-reserved"),
     pytest.param(section("postgresql", app_user="app; drop"),
                  "postgresql.app_user: String should match pattern '^[a-z_][a-z0-9_]{0,62}$' (got 'app; drop')",

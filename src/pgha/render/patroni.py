@@ -20,7 +20,7 @@ import yaml
 from pgha.layout import NodeLayout
 from pgha.pki import PATRONI_USER
 from pgha.secrets import Secrets
-from pgha.spec import REPLICATION_USER, REWIND_USER, SUPERUSER, ClusterSpec
+from pgha.spec import MONITOR_USER, REPLICATION_USER, REWIND_USER, SUPERUSER, ClusterSpec
 from pgha.tlspolicy import MIN_VERSION, OPENSSL_CIPHERS
 
 
@@ -39,7 +39,9 @@ def _hba(layout: NodeLayout) -> list[str]:
     rules += [f"hostssl all {SUPERUSER} {n} scram-sha-256" for n in ["127.0.0.1/32", *nodes, *admins]]
     # pg_rewind runs on a rejoining node against the new leader's database `postgres`.
     rules += [f"hostssl postgres {REWIND_USER} {n} scram-sha-256" for n in nodes]
-    rules += [f"host all {SUPERUSER},{REWIND_USER} 0.0.0.0/0 reject"]
+    # postgres_exporter reads its own node's statistics (pg_monitor), from that node only.
+    rules += [f"hostssl postgres {MONITOR_USER} {n} scram-sha-256" for n in nodes]
+    rules += [f"host all {SUPERUSER},{REWIND_USER},{MONITOR_USER} 0.0.0.0/0 reject"]
     rules += [
         "hostssl all all 127.0.0.1/32 scram-sha-256",
         "hostssl all all 0.0.0.0/0 scram-sha-256",
