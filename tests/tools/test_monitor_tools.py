@@ -37,9 +37,9 @@ PORTS = ("etcd_client", "etcd_peer", "postgresql", "postgresql_replicas", "resta
          "postgres_exporter", "prometheus", "alertmanager")
 
 
-def monitor_spec(work: Path) -> ClusterSpec:
+def monitor_spec(root: Path) -> ClusterSpec:
     return parse({
-        "cluster": {"name": "tools", "state_dir": str(work / "state")},
+        "cluster": {"name": "tools", "state_dir": str(root / "state")},
         "nodes": [{"name": "haproxy-01", "role": "haproxy", "address": "127.0.0.200"},
                   {"name": "postgres-01", "role": "postgres", "address": "127.0.0.203"},
                   {"name": "monitor-01", "role": "monitor", "address": "127.0.0.207"}],
