@@ -6,6 +6,7 @@ Run as root on a machine with the packages installed:  .venv/bin/python bench/la
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -42,7 +43,10 @@ def lab_memory_kb(lab: Lab) -> tuple[int, int]:
 
 
 def main(runs: int) -> None:
-    spec = spec_mod.parse(spec_mod.default_data(lab=True, name="pgha-bench"), "(bench)")
+    # Another lab name and subnet (PGHA_TEST_LAB_NAME / _SUBNET, as the tests take them) keeps a bench run
+    # off a lab that runs on the default subnet.
+    spec = spec_mod.parse(spec_mod.default_data(lab=True, name=os.environ.get("PGHA_TEST_LAB_NAME", "pgha-bench"),
+                                                subnet=os.environ.get("PGHA_TEST_LAB_SUBNET")), "(bench)")
     lab = Lab(spec)
     lab.down()
     totals, downs, mems, steps = [], [], [], defaultdict(list)
