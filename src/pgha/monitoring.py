@@ -103,6 +103,7 @@ def recorder(layout: NodeLayout, watchdog: bool = False) -> Service:
                    user=USER, group=USER, restart="always", restart_sec=2)
 
 
-MONITOR_SERVICES = {"pgha-webhook": recorder, "prometheus-alertmanager": alertmanager,
-                    "prometheus-blackbox-exporter": blackbox, "prometheus": prometheus}
-"""The monitor role's services, in start order."""
+SERVICE_BUILDERS = {"postgres_exporter": postgres_exporter, "pgha-webhook": recorder,
+                    "prometheus-alertmanager": alertmanager, "prometheus-blackbox-exporter": blackbox,
+                    "prometheus": prometheus}
+"""How monitoring's services run (pgha.topology says which node runs which)."""

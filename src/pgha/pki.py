@@ -144,14 +144,16 @@ def expected_certs(spec: ClusterSpec) -> tuple[ExpectedCert, ...]:
     both = ("serverAuth", "clientAuth")  # etcd 3.5+ rejects peer certificates without clientAuth
     out: list[ExpectedCert] = []
     for node in spec.nodes:
-        if not (node.is_postgres or node.is_backup):
+        if not (node.is_postgres or node.is_backup or node.is_monitor):
             continue  # HAProxy passes TLS through: it serves no certificate of its own
         if node.name in RESERVED_CNS:
             raise PghaError(f"node name {node.name!r} is the CN of one of pgha's etcd identities: its server "
                             "certificate (CN = node name) would act as that etcd user",
                             hint=f"rename the node; reserved: {', '.join(RESERVED_CNS)}")
         dns = (f"DNS:{node.name}", f"DNS:{node.member_name}", "DNS:localhost")
-        if node.is_backup:  # pgBackRest's server, and its client identity towards the PostgreSQL nodes' servers
+        # pgBackRest's server, and its client identity towards the PostgreSQL nodes' servers; Prometheus' and
+        # Alertmanager's HTTPS, and the monitor's client identity towards etcd's /metrics.
+        if node.is_backup or node.is_monitor:
             out.append(ExpectedCert(server_cert_name(node), node.name,
                                     _unique(f"IP:{node.address}", "IP:127.0.0.1", *dns), both))
             continue

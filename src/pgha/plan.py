@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pgha import etcd_leader
+from pgha import etcd_leader, monitoring
 from pgha.errors import UsageError
 from pgha.files import DirEntry, FileEntry, LinkEntry
 from pgha.layout import NodeLayout, StateLayout, etcd_cert_name
@@ -92,7 +92,7 @@ class CertFiles:
         def read(name: str) -> bytes:
             return (pki / name).read_bytes()
 
-        if node.is_backup:
+        if node.is_backup or node.is_monitor:
             return cls(ca_crt=read("ca.crt"), server_crt=read(f"server-{node.name}.crt"),
                        server_key=read(f"server-{node.name}.key"))
         if not node.is_postgres:
@@ -210,9 +210,14 @@ def _role_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets, cluster_
     """The directories, files and system users of the node's role."""
     node = layout.node
     if node.is_postgres:
-        return *_postgres_files(layout, certs, secrets, cluster_state, watchdog), ("etcd", "postgres")
+        dirs, files = _postgres_files(layout, certs, secrets, cluster_state, watchdog)
+        more_dirs, more_files = monitoring.exporter_files(layout, certs.ca_crt, certs.server_crt, certs.server_key,
+                                                          secrets.monitor_password)
+        return dirs + more_dirs, files + more_files, ("etcd", "postgres", monitoring.USER)
     if node.is_backup:
         return *_backup_files(layout, certs, secrets), ("postgres",)
+    if node.is_monitor:
+        return *monitoring.monitor_files(layout, certs.ca_crt, certs.server_crt, certs.server_key), (monitoring.USER,)
     return *_haproxy_files(layout, certs, secrets), ("haproxy", "keepalived_script")
 
 
@@ -260,10 +265,12 @@ def _keepalived(layout: NodeLayout, watchdog: bool) -> Service:
 
 
 SERVICE_BUILDERS: dict[str, Callable[[NodeLayout, bool], Service]] = {
-    "etcd": _etcd, "patroni": _patroni, "haproxy": _haproxy, "keepalived": _keepalived}
+    "etcd": _etcd, "patroni": _patroni, "haproxy": _haproxy, "keepalived": _keepalived,
+    **monitoring.SERVICE_BUILDERS}
 """How each service of :data:`pgha.topology.SERVICES` runs (which node runs it: :func:`~pgha.topology.services_of`)."""
-OWN_UNITS = ("etcd", "patroni")
-"""Services whose unit pgha writes; HAProxy and keepalived ship theirs (pgha adds a drop-in if needed)."""
+OWN_UNITS = ("etcd", "patroni", *monitoring.SERVICE_BUILDERS)
+"""Services whose unit pgha writes (monitoring's override the Debian packages' units, which read
+/etc/default); HAProxy and keepalived ship theirs (pgha adds a drop-in if needed)."""
 
 
 def _host_files(layout: NodeLayout, pgdg_key: bytes | None) -> tuple[list[FileEntry], list[LinkEntry]]:

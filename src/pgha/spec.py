@@ -97,6 +97,8 @@ class Role(StrEnum):
     HAPROXY = "haproxy"
     BACKUP = "backup"
     """The pgBackRest repository host (at most one); a cluster without one takes no backups."""
+    MONITOR = "monitor"
+    """Prometheus, Alertmanager and the blackbox exporter, scraping every other node (at most one)."""
 
 
 class Profile(StrEnum):
@@ -158,6 +160,10 @@ class Node(Frozen):
     @property
     def is_backup(self) -> bool:
         return self.role is Role.BACKUP
+
+    @property
+    def is_monitor(self) -> bool:
+        return self.role is Role.MONITOR
 
 
 class Vip(Frozen):
@@ -483,6 +489,11 @@ class ClusterSpec(Frozen):
         return tuple(n for n in self.nodes if n.is_haproxy)
 
     @property
+    def monitor_node(self) -> Node | None:
+        """The node running Prometheus and Alertmanager, if the spec has one."""
+        return next((n for n in self.nodes if n.is_monitor), None)
+
+    @property
     def backup_node(self) -> Node | None:
         """The pgBackRest repository host, if the spec has one (none: no backups)."""
         return next((n for n in self.nodes if n.is_backup), None)
@@ -617,6 +628,10 @@ def _semantic_errors(spec: ClusterSpec) -> list[tuple[str, str]]:
     if len(backups) > 1:
         errors.append((f"nodes[{backups[1]}].role", f"a second backup node (also nodes[{backups[0]}]): "
                                                     "the cluster has one pgBackRest repository host"))
+    monitors = [i for i, node in enumerate(spec.nodes) if node.is_monitor]
+    if len(monitors) > 1:
+        errors.append((f"nodes[{monitors[1]}].role", f"a second monitor node (also nodes[{monitors[0]}]): "
+                                                     "the cluster has one Prometheus and Alertmanager"))
 
     net = spec.network
     outside = [i for i, node in enumerate(spec.nodes) if node.address not in net]
@@ -744,7 +759,7 @@ LAB_SUBNET = "10.203.0.0/24"
 def default_data(*, lab: bool = False, subnet: str | None = None, name: str = "postgresql-cluster",
                  profile: Profile = Profile.SEED) -> dict[str, Any]:
     """The seed's six hosts and VIP as spec data (the seed's last octets in the chosen subnet), and the
-    backup node (pgBackRest's repository host) at .206."""
+    backup node (pgBackRest's repository host) at .206, the monitor node (Prometheus, Alertmanager) at .207."""
     try:
         net = ipaddress.IPv4Network(subnet or (LAB_SUBNET if lab else SEED_SUBNET))
     except ValueError as exc:
@@ -765,6 +780,7 @@ def default_data(*, lab: bool = False, subnet: str | None = None, name: str = "p
         nodes.append({"name": f"postgres-0{i + 1}", "role": "postgres", "address": addr(203 + i),
                       "member": f"postgresql-0{i + 1}"})
     nodes.append({"name": "backup-01", "role": "backup", "address": addr(206)})
+    nodes.append({"name": "monitor-01", "role": "monitor", "address": addr(207)})
     data: dict[str, Any] = {
         "cluster": {"name": name, "namespace": "/service/"},
         "profile": profile.value,
@@ -776,12 +792,15 @@ def default_data(*, lab: bool = False, subnet: str | None = None, name: str = "p
     if lab:
         data["watchdog"] = {"mode": "off"}  # never on one machine (the lab renders it off regardless)
         data["lab"] = {"bridge_address": addr(1)}
+        # Faults are seen within seconds in the lab (the alert tests wait ≤ 60 s for each).
+        data["monitoring"] = {"scrape_interval_s": 2, "evaluation_interval_s": 2}
     return data
 
 
 def dump(data: dict[str, Any]) -> str:
     header = ("# pgha cluster spec: the seed's six hosts (3 x etcd+Patroni+PostgreSQL, 3 x HAProxy+keepalived),\n"
-              "# a VIP and a backup node (pgBackRest's repository). Every key is documented by `pgha spec schema`.\n")
+              "# a VIP, a backup node (pgBackRest's repository) and a monitor node (Prometheus, Alertmanager).\n"
+              "# Every key is documented by `pgha spec schema`.\n")
     return header + yaml.safe_dump(data, sort_keys=False)
 
 

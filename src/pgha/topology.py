@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from pgha.spec import ClusterSpec, Node, Ports, Role
 
-SERVICES = ("etcd", "patroni", "haproxy", "keepalived")
-"""Every service pgha runs, in the seed's start order."""
+MONITOR_SERVICES = ("pgha-webhook", "prometheus-alertmanager", "prometheus-blackbox-exporter", "prometheus")
+"""The monitor role's services (pgha.monitoring builds them), in start order."""
+SERVICES = ("etcd", "patroni", "haproxy", "keepalived", "postgres_exporter", *MONITOR_SERVICES)
+"""Every service pgha runs, in the seed's start order, then monitoring's."""
 
 ROLE_SERVICES: dict[Role, tuple[str, ...]] = {
-    Role.POSTGRES: ("etcd", "patroni"),
+    Role.POSTGRES: ("etcd", "patroni", "postgres_exporter"),
     Role.HAPROXY: ("haproxy", "keepalived"),
     Role.BACKUP: (),
+    Role.MONITOR: MONITOR_SERVICES,
 }
 """The long-running services of each role, in start order."""
 
@@ -33,7 +36,12 @@ def _reaches(p: Ports, source: Role | None) -> list[tuple[Role, int, str]]:
     operator's machine."""
     if source is None:
         return [(Role.POSTGRES, p.etcd_client, "etcd client"), (Role.POSTGRES, p.postgresql, "PostgreSQL"),
-                (Role.POSTGRES, p.restapi, "Patroni REST API"), (Role.HAPROXY, p.haproxy_monitor, "HAProxy stats")]
+                (Role.POSTGRES, p.restapi, "Patroni REST API"), (Role.HAPROXY, p.haproxy_monitor, "HAProxy stats"),
+                (Role.MONITOR, p.prometheus, "Prometheus"), (Role.MONITOR, p.alertmanager, "Alertmanager")]
+    if source is Role.MONITOR:  # Prometheus' scrapes (and the blackbox exporter's TLS probes)
+        return [(Role.POSTGRES, p.restapi, "Patroni REST API"), (Role.POSTGRES, p.etcd_client, "etcd client"),
+                (Role.POSTGRES, p.postgres_exporter, "postgres_exporter"),
+                (Role.HAPROXY, p.haproxy_monitor, "HAProxy stats")]
     if source is Role.POSTGRES:
         return [(Role.POSTGRES, p.etcd_client, "etcd client"), (Role.POSTGRES, p.etcd_peer, "etcd peer"),
                 (Role.POSTGRES, p.postgresql, "PostgreSQL"), (Role.POSTGRES, p.restapi, "Patroni REST API")]

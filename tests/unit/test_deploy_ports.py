@@ -42,8 +42,13 @@ def test_the_seeds_table_as_pairs() -> None:
         (n.name, p) for n in pg[1:] for p in (42379, 42380, 45432, 48008)}
     assert {p for _, p, _ in port_matrix(spec, ha[0])} == {45432, 48008}
     operator = {(t.name, p) for t, p, _ in port_matrix(spec, None)}
-    assert operator == {(n.name, p) for n in pg for p in (42379, 45432, 48008)} | {(n.name, 48404) for n in ha}
-    assert sum(len(v) for v in ports.pairs(spec, spec.nodes).values()) == 3 * 8 + 3 * 6 + 12
+    monitor = spec.monitor_node
+    assert monitor is not None
+    assert operator == {(n.name, p) for n in pg for p in (42379, 45432, 48008)} | {(n.name, 48404) for n in ha} | {
+        (monitor.name, 9090), (monitor.name, 9093)}
+    assert {(t.name, p) for t, p, _ in port_matrix(spec, monitor)} == {
+        (n.name, p) for n in pg for p in (42379, 48008, 9187)} | {(n.name, 48404) for n in ha}
+    assert sum(len(v) for v in ports.pairs(spec, spec.nodes).values()) == 3 * 8 + 3 * 6 + 12 + 14
 
 
 def test_limit_keeps_the_pairs_touching_the_selected_node() -> None:
@@ -109,13 +114,13 @@ def test_the_whole_check_on_loopback_with_listeners_and_a_foreign_holder(monkeyp
         decoy.kill()
         decoy.wait()
     assert not report.blocked, report.lines()
-    assert len(report.facts) == 54
-    assert report.listened["postgres-02"] == (42379, 42380, 45432, 48008)
-    assert report.listened["postgres-01"] == (42379, 42380, 48008)
+    assert len(report.facts) == 68  # 54 of the seed, 12 from the monitor node, 2 from the operator to it
+    assert report.listened["postgres-02"] == (9187, 42379, 42380, 45432, 48008)
+    assert report.listened["postgres-01"] == (9187, 42379, 42380, 48008)
     assert report.listened["haproxy-01"] == (48404,)
     [problem] = report.problems
     assert problem.startswith("postgres-01 127.0.0.203:45432 is in use by ") and f"(pid {os.getpid()}" in problem
     assert problem.endswith("not by pgha's services")
-    assert len([p for p in pids if p]) == 6 and not any(_alive(p) for p in pids if p)  # killed by pid
+    assert len([p for p in pids if p]) == 7 and not any(_alive(p) for p in pids if p)  # killed by pid
     assert any("VRRP" in n and "not checked" in n for n in report.notes)
     assert report.seconds < 10

@@ -29,15 +29,25 @@ def test_every_role_has_its_services() -> None:
     assert set(ROLE_SERVICES) == set(Role)
     spec = parse(default_data(lab=True))
     assert {n.name: services_of(spec, n) for n in spec.nodes if n.name.endswith("01")} == {
-        "haproxy-01": ("haproxy", "keepalived"), "postgres-01": ("etcd", "patroni"), "backup-01": ()}
+        "haproxy-01": ("haproxy", "keepalived"), "postgres-01": ("etcd", "patroni", "postgres_exporter"),
+        "backup-01": (), "monitor-01": ("pgha-webhook", "prometheus-alertmanager", "prometheus-blackbox-exporter",
+                                        "prometheus")}
 
 
 def test_one_backup_node_at_most() -> None:
     data = default_data(lab=True)
-    data["nodes"].append({"name": "backup-02", "role": "backup", "address": "10.203.0.207"})
+    data["nodes"].append({"name": "backup-02", "role": "backup", "address": "10.203.0.208"})
     with pytest.raises(SpecError) as exc:
         parse(data)
-    assert str(exc.value.message).startswith("cluster.yml: nodes[7].role: a second backup node (also nodes[6])")
+    assert str(exc.value.message).startswith("cluster.yml: nodes[8].role: a second backup node (also nodes[6])")
+
+
+def test_one_monitor_node_at_most() -> None:
+    data = default_data(lab=True)
+    data["nodes"].append({"name": "monitor-02", "role": "monitor", "address": "10.203.0.208"})
+    with pytest.raises(SpecError) as exc:
+        parse(data)
+    assert str(exc.value.message).startswith("cluster.yml: nodes[8].role: a second monitor node (also nodes[7])")
 
 
 def test_the_backup_node_is_in_no_port_path_of_the_others() -> None:

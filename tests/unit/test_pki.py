@@ -27,7 +27,8 @@ from pgha.spec import ClusterSpec, default_data, parse
 VIP = "10.203.0.210"
 PG_NODES = [(f"postgres-0{i}", f"postgresql-0{i}", f"10.203.0.{202 + i}") for i in (1, 2, 3)]
 CLIENTS = ["patroni", "client", "probe"]
-LEAVES = [*(f"etcd-node{i}" for i in (1, 2, 3)), *(f"server-{n}" for n, _, _ in PG_NODES), "server-backup-01", *CLIENTS]
+LEAVES = [*(f"etcd-node{i}" for i in (1, 2, 3)), *(f"server-{n}" for n, _, _ in PG_NODES), "server-backup-01",
+          "server-monitor-01", *CLIENTS]
 ALL_FILES = {f"{stem}.{ext}" for stem in ["ca", *LEAVES] for ext in ("crt", "key")}
 
 
@@ -291,7 +292,7 @@ def test_check_clean(spec: ClusterSpec, state: StateLayout, issued: pki.PkiRepor
     statuses = pki.check_pki(spec, state)
     per_node = [f"{kind}{i + 1 if kind == 'etcd-node' else n}" for i, (n, _, _) in enumerate(PG_NODES)
                 for kind in ("etcd-node", "server-")]
-    assert [s.name for s in statuses] == ["ca", *per_node, "server-backup-01", *CLIENTS]
+    assert [s.name for s in statuses] == ["ca", *per_node, "server-backup-01", "server-monitor-01", *CLIENTS]
     assert all(s.ok for s in statuses), [s.problems for s in statuses]
     server = status(spec, state, "server-postgres-02")
     assert server.common_name == "postgres-02" and f"IP:{VIP}" in server.sans

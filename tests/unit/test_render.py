@@ -35,14 +35,22 @@ UPDATE = os.environ.get("PGHA_UPDATE_GOLDEN") == "1"
 SECRETS = Secrets(superuser_password="SuperSecret1", replication_password="ReplSecret1",
                   restapi_password="RestSecret1", vrrp_password="Vrrp1234", etcd_root_password="EtcdRoot1",
                   etcd_patroni_password="EtcdPatroni1", etcd_probe_password="EtcdProbe1", app_password="AppSecret1",
-                  rewind_password="RewindSecret1", haproxy_stats_password="StatsSecret1")
+                  rewind_password="RewindSecret1", haproxy_stats_password="StatsSecret1",
+                  monitor_password="MonitorSecret1")
 
 POSTGRES_CONFIGS = ("etc/etcd/etcd.env", "etc/patroni/config.yml", "etc/patroni/pgha-role-change.json",
-                    "etc/systemd/system/etcd.service", "etc/systemd/system/patroni.service")
+                    "etc/systemd/system/etcd.service", "etc/systemd/system/patroni.service",
+                    "etc/prometheus/web.yml", "etc/prometheus/postgres_exporter.env",
+                    "etc/prometheus/postgres_exporter.pass", "etc/systemd/system/postgres_exporter.service")
+MONITOR_CONFIGS = ("etc/prometheus/prometheus.yml", "etc/prometheus/pgha-rules.yml", "etc/prometheus/alertmanager.yml",
+                   "etc/prometheus/blackbox.yml", "etc/prometheus/web.yml",
+                   *(f"etc/systemd/system/{s}.service" for s in ("pgha-webhook", "prometheus-alertmanager",
+                                                                  "prometheus-blackbox-exporter", "prometheus")))
 HAPROXY_CONFIGS = ("etc/haproxy/haproxy.cfg", "etc/keepalived/keepalived.conf", "etc/keepalived/check_haproxy.sh",
                    "etc/systemd/system/keepalived.service.d/pgha.conf")
-NODES = [f"haproxy-0{i}" for i in (1, 2, 3)] + [f"postgres-0{i}" for i in (1, 2, 3)]
-GOLDEN_CASES = [(n, p) for n in NODES for p in (POSTGRES_CONFIGS if n.startswith("postgres") else HAPROXY_CONFIGS)]
+NODES = [f"haproxy-0{i}" for i in (1, 2, 3)] + [f"postgres-0{i}" for i in (1, 2, 3)] + ["monitor-01"]
+GOLDEN_CASES = [(n, p) for n in NODES for p in (POSTGRES_CONFIGS if n.startswith("postgres") else
+                                                MONITOR_CONFIGS if n.startswith("monitor") else HAPROXY_CONFIGS)]
 
 
 def fake_certs(spec: ClusterSpec, node: Node) -> CertFiles:
@@ -112,8 +120,9 @@ def test_role_change_callback_is_pghas_etcd_leader_module(plans: dict[str, NodeP
 def test_golden_files_cover_every_text_config(plans: dict[str, NodePlan]) -> None:
     """A config added to a plan needs a golden file; a golden file of a dropped config goes stale."""
     text_configs = {(name, f.path.lstrip("/")) for name, plan in plans.items() for f in plan.files
-                    if not f.path.startswith("/etc/etcd/certs/")
-                    and f.path not in ("/etc/haproxy/ca.crt", "/etc/patroni/pgha-role-change.py")}
+                    if not f.path.startswith(("/etc/etcd/certs/", "/etc/prometheus/certs/"))
+                    and f.path not in ("/etc/haproxy/ca.crt", "/etc/patroni/pgha-role-change.py",
+                                       "/etc/prometheus/pgha-webhook.py")}
     assert text_configs == set(GOLDEN_CASES)
     on_disk = {(p.relative_to(GOLDEN).parts[0], str(Path(*p.relative_to(GOLDEN).parts[1:])))
                for p in GOLDEN.rglob("*") if p.is_file()}
@@ -143,6 +152,14 @@ POSTGRES_FILES = {
     "/etc/patroni/pgha-role-change.json": ("root", "postgres", 0o640, ()),
     "/etc/systemd/system/etcd.service": ("root", "root", 0o644, ()),
     "/etc/systemd/system/patroni.service": ("root", "root", 0o644, ()),
+    # postgres_exporter runs as prometheus: copies of the node's certificate, its key prometheus' alone.
+    "/etc/prometheus/certs/ca.crt": ("root", "prometheus", 0o644, ()),
+    "/etc/prometheus/certs/postgres-01.crt": ("root", "prometheus", 0o644, ()),
+    "/etc/prometheus/certs/postgres-01.key": ("prometheus", "prometheus", 0o600, ()),
+    "/etc/prometheus/web.yml": ("root", "prometheus", 0o640, ()),
+    "/etc/prometheus/postgres_exporter.env": ("root", "root", 0o600, ()),
+    "/etc/prometheus/postgres_exporter.pass": ("prometheus", "prometheus", 0o600, ()),
+    "/etc/systemd/system/postgres_exporter.service": ("root", "root", 0o644, ()),
 }
 HAPROXY_FILES = {
     "/etc/haproxy/ca.crt": ("root", "root", 0o644, ()),
@@ -165,7 +182,7 @@ def test_postgres_node_files_owners_modes_acls(plans: dict[str, NodePlan]) -> No
     # Every directory holding a file pgha writes is root's: no file is written where a service user writes.
     holders = {str(Path(f.path).parent) for f in plan.files}
     assert all(d.owner == "root" for d in plan.dirs if d.path in holders)
-    assert plan.users == ("etcd", "postgres")
+    assert plan.users == ("etcd", "postgres", "prometheus")
 
 
 def test_haproxy_node_files_owners_modes(plans: dict[str, NodePlan]) -> None:
@@ -448,18 +465,18 @@ def test_init_certs_render_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert main(["init", "-o", "cluster.yml"]) == 0
     assert main(["certs", "--spec", "cluster.yml"]) == 0
     first = actions(capsys.readouterr().err)
-    assert len(first) == 22 and {a for a, _ in first} == {"created"}  # CA + 10 leaves, key and certificate each
+    assert len(first) == 24 and {a for a, _ in first} == {"created"}  # CA + 11 leaves, key and certificate each
 
     assert main(["render", "--spec", "cluster.yml", "--out", "out"]) == 0
-    assert "postgres-01: 15 files" in capsys.readouterr().err
+    assert "postgres-01: 22 files" in capsys.readouterr().err
     out = tmp_path / "out"
     counts = {d.name: sum(1 for f in d.rglob("*") if f.is_file() and not f.is_symlink())
               for d in out.iterdir() if d.is_dir()}
-    assert counts == {**{f"haproxy-0{i}": 6 for i in (1, 2, 3)}, **{f"postgres-0{i}": 15 for i in (1, 2, 3)},
-                      "backup-01": 4}
+    assert counts == {**{f"haproxy-0{i}": 6 for i in (1, 2, 3)}, **{f"postgres-0{i}": 22 for i in (1, 2, 3)},
+                      "backup-01": 4, "monitor-01": 14}
     manifest = (out / "MANIFEST.tsv").read_text().splitlines()
     # header, then directories, files and the patronictl link of each role
-    assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (7 + 15 + 1) + (2 + 4)
+    assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (9 + 22 + 1) + (2 + 4) + (6 + 14)
     assert "backup-01\t/etc/etcd/certs/server.key\tpostgres\tpostgres\t0600\t\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs/ca.crt\tetcd\tetcd\t0644\tu:postgres:r\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs/etcd-node1.key\tetcd\tetcd\t0600\t\tfile" in manifest

@@ -106,7 +106,7 @@ CASES = [
     pytest.param(node(0, address="10.203.0.300"),
                  "nodes[0].address: Input is not a valid IPv4 address (got '10.203.0.300')", id="bad-address"),
     pytest.param(node(0, role="database"),
-                 "nodes[0].role: Input should be 'postgres', 'haproxy' or 'backup' (got 'database')",
+                 "nodes[0].role: Input should be 'postgres', 'haproxy', 'backup' or 'monitor' (got 'database')",
                  id="unknown-role"),
     pytest.param(top(profile="turbo"), "profile: Input should be 'seed' or 'fast' (got 'turbo')",
                  id="unknown-profile"),
@@ -327,9 +327,10 @@ def test_default_spec_is_the_seed_topology() -> None:
         ("haproxy-01", "haproxy", "192.168.0.200"), ("haproxy-02", "haproxy", "192.168.0.201"),
         ("haproxy-03", "haproxy", "192.168.0.202"), ("postgres-01", "postgres", "192.168.0.203"),
         ("postgres-02", "postgres", "192.168.0.204"), ("postgres-03", "postgres", "192.168.0.205"),
-        ("backup-01", "backup", "192.168.0.206"),
+        ("backup-01", "backup", "192.168.0.206"), ("monitor-01", "monitor", "192.168.0.207"),
     ]
     assert spec.backup_node is not None and spec.backup_node.name == "backup-01"
+    assert spec.monitor_node is not None and spec.monitor_node.name == "monitor-01"
     assert [n.member_name for n in spec.postgres_nodes] == ["postgresql-01", "postgresql-02", "postgresql-03"]
     assert [spec.priority_of(n) for n in spec.haproxy_nodes] == [100, 90, 80]
     assert (str(spec.vip.address), spec.vip.prefix, spec.vip.interface, spec.vip.router_id) == \
@@ -340,7 +341,8 @@ def test_default_spec_is_the_seed_topology() -> None:
 
 def test_default_lab_spec() -> None:
     spec = parse(default_data(lab=True))
-    assert [str(n.address) for n in spec.nodes] == [f"10.203.0.{i}" for i in range(200, 207)]
+    assert [str(n.address) for n in spec.nodes] == [f"10.203.0.{i}" for i in range(200, 208)]
+    assert (spec.monitoring.scrape_interval_s, spec.monitoring.evaluation_interval_s) == (2, 2)
     assert (str(spec.vip.address), spec.vip.interface) == ("10.203.0.210", "eth0")
     assert str(spec.bridge_address) == "10.203.0.1"
 
@@ -393,14 +395,14 @@ def test_profile_values_still_meet_the_rules() -> None:
 
 def test_init_lab_then_check(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["init", "--lab", "-o", "lab.yml"]) == 0
-    assert "wrote lab.yml (7 nodes, VIP 10.203.0.210)" in one_line(capsys.readouterr().err)
+    assert "wrote lab.yml (8 nodes, VIP 10.203.0.210)" in one_line(capsys.readouterr().err)
     secrets = in_tmp / "state" / "postgresql-cluster" / "secrets.yml"
     assert secrets.stat().st_mode & 0o777 == 0o600
 
     code, err = check(capsys, "lab.yml")
     assert code == 0
-    assert err == ("ok: cluster postgresql-cluster, 3 postgres + 3 haproxy + 1 backup nodes, VIP 10.203.0.210, "
-                   "profile seed, ttl/loop_wait/retry 30/10/10")
+    assert err == ("ok: cluster postgresql-cluster, 3 postgres + 3 haproxy + 1 backup + 1 monitor nodes, "
+                   "VIP 10.203.0.210, profile seed, ttl/loop_wait/retry 30/10/10")
 
 
 def test_init_options(capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,9 +35,12 @@ def packages_for(spec: ClusterSpec, node: Node) -> tuple[str, ...]:
         v = spec.postgresql.version
         tarball = spec.deploy is not None and spec.deploy.etcd.source == "tarball"
         etcd = () if tarball else ("etcd-server", "etcd-client")
-        return (f"postgresql-{v}", f"postgresql-client-{v}", *etcd, "python3-venv", *common)
+        return (f"postgresql-{v}", f"postgresql-client-{v}", *etcd, "python3-venv",
+                "prometheus-postgres-exporter", *common)
     if node.is_backup:
         return common
+    if node.is_monitor:
+        return ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter", "python3", *common)
     return ("haproxy", "keepalived", *common)
 
 

@@ -36,6 +36,8 @@ from pgha.topology import port_matrix, services_of
 from pgha.transport.base import Transport
 
 LOG_LINES = {"patroni": 300, "etcd": 100, "haproxy": 60, "keepalived": 60}
+"""Lines of each service's log doctor reads (others: :data:`OTHER_LOG_LINES`)."""
+OTHER_LOG_LINES = 30
 CONNECT_TIMEOUT = 1
 """Seconds for one connect or request to a node's daemon."""
 NETWORK_TIMEOUT = CONNECT_TIMEOUT + 0.5
@@ -104,15 +106,18 @@ def _clock(transport: Transport, node: Node) -> tuple[float | None, float]:
 def _cert_kind(layout: NodeLayout, path: str) -> str | None:
     if layout.node.is_backup:
         return {layout.ca_crt: "ca", layout.server_crt: "server"}.get(path)
+    if layout.node.is_monitor:
+        return {layout.monitor_ca: "ca", layout.monitor_crt: "server"}.get(path)
     if not layout.node.is_postgres:
         return "haproxy-ca" if path == layout.haproxy_ca else None
     kinds = {layout.ca_crt: "ca", layout.etcd_crt: "etcd", layout.server_crt: "server",
-             layout.patroni_crt: "patroni"}
+             layout.patroni_crt: "patroni", layout.monitor_ca: "ca", layout.monitor_crt: "server"}
     return kinds.get(path)
 
 
 def _certs(files: tuple[FileFact, ...], layout: NodeLayout, cluster_ca: bytes | None) -> tuple[CertFact, ...]:
-    ca_path = layout.haproxy_ca if layout.node.is_haproxy else layout.ca_crt
+    ca_path = layout.haproxy_ca if layout.node.is_haproxy else layout.monitor_ca if layout.node.is_monitor \
+        else layout.ca_crt
     ca_bytes = next((f.content for f in files if f.path == ca_path), None)
     node_ca = None
     with contextlib.suppress(ValueError, TypeError):
@@ -142,7 +147,8 @@ def _files(target: Target, node: Node, layout: NodeLayout) -> tuple[FileFact, ..
     """The plan's TLS and password-bearing files, with owner, mode and whether postgres can read them."""
     transport = target.transport
     plan = target.plan(node)
-    wanted = (layout.certs_dir, layout.haproxy_ca, layout.patroni_config, layout.keepalived_conf)
+    wanted = (layout.certs_dir, layout.haproxy_ca, layout.patroni_config, layout.keepalived_conf,
+              layout.monitor_certs, layout.exporter_env, layout.exporter_password)
     out = []
     for entry in plan.files:
         if not entry.path.startswith(wanted):
@@ -223,7 +229,7 @@ def node_facts(target: Target, node: Node, creds: Credentials, cluster_ca: bytes
     for s in services:
         with contextlib.suppress(Exception):  # a service manager that does not know it: no fact
             states.append(transport.service_state(node, s))
-    logs = {s: transport.logs(node, s, LOG_LINES[s]) for s in services}
+    logs = {s: transport.logs(node, s, LOG_LINES.get(s, OTHER_LOG_LINES)) for s in services}
     try:
         files = _files(target, node, layout)
     except (OSError, KeyError, ValueError, PghaError):
