@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from pgha import etcd_auth, etcd_leader, poll, roles
+from pgha import etcd_auth, etcd_leader, monitoring, poll, roles
 from pgha.errors import StepFailed, pgha_command
 from pgha.plan import NodePlan, etcd_env_file
 from pgha.probe import Credentials
 from pgha.probe.cluster import Prober
 from pgha.render.etcd import ClusterState
-from pgha.spec import ClusterSpec, Node
+from pgha.spec import ClusterSpec, Node, Role
+from pgha.topology import services_of
 from pgha.transport.base import Transport
 
 LIKELY_CAUSE = {
@@ -219,14 +220,27 @@ class Orchestrator:
             self.wait("keepalived, wait for the VIP", self.vip_answers, 30, "keepalived", ha)
 
     def bring_up(self, plans: list[NodePlan]) -> Timings:
-        """The seed's order: configs, etcd, first Patroni, the others, etcd 'existing', HAProxy, VIP."""
+        """The seed's order: configs, etcd, first Patroni, the others, etcd 'existing', HAProxy, VIP; the
+        monitor node from the start (it needs nothing of the others), postgres_exporter once its role exists."""
         self.apply_plans(plans)
+        self.start_monitoring(self.spec.nodes_of(Role.MONITOR))
         self.start_etcd()
         self.start_patroni()
+        self.start_monitoring(self.spec.postgres_nodes)
         self.set_etcd_state("existing", plans)
         self.start_proxies()
         self.etcd_leader_off()
         return self.timings
+
+    def start_monitoring(self, nodes: tuple[Node, ...]) -> None:
+        """Monitoring's services of these nodes, started without waiting: a target that does not come up
+        shows as down in Prometheus (and its alert), never as a failed bring-up."""
+        todo = [(n, s) for n in nodes for s in services_of(self.spec, n) if s in monitoring.SERVICE_BUILDERS]
+        if not todo:
+            return
+        with self.step(f"monitoring on {', '.join(dict.fromkeys(n.name for n, _ in todo))}"):
+            for node, service in todo:
+                self.transport.start(node, service)
 
     def etcd_leader_off(self) -> None:
         """etcd's raft leadership off the Patroni leader's node: a crash of that node then costs no extra ttl.

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.lab
 
 
 def test_every_listener_refuses_tls12_cbc_sha1(lab: Lab) -> None:
-    """2379 (etcd clients), 2380 (etcd peers), 8008 (Patroni) and 5432 (PostgreSQL, after its SSLRequest): a
-    TLS 1.2 client offering only CBC-SHA1 suites is refused, the normal client is served TLS 1.3."""
+    """2379 (etcd clients), 2380 (etcd peers), 8008 (Patroni), 5432 (PostgreSQL, after its SSLRequest),
+    9187 (postgres_exporter), and on the monitor node 9090/9093 (Prometheus, Alertmanager): a TLS 1.2 client
+    offering only CBC-SHA1 suites is refused, the normal client is served TLS 1.3."""
     spec, creds = lab.spec, Credentials.of(lab.spec)
     node = spec.postgres_nodes[0]
     member = lab.target.layout(node)
@@ -29,15 +30,20 @@ def test_every_listener_refuses_tls12_cbc_sha1(lab: Lab) -> None:
         spec.ports.etcd_peer: ((member.etcd_crt, member.etcd_key), False),  # a member's own certificate
         spec.ports.restapi: ((creds.cert, creds.key), False),
         spec.ports.postgresql: ((None, None), True),
+        spec.ports.postgres_exporter: ((None, None), False),
     }
+    monitor = spec.monitor_node
+    assert monitor is not None
+    targets = [(node, port, how) for port, how in ports.items()] + [
+        (monitor, port, ((None, None), False)) for port in (spec.ports.prometheus, spec.ports.alertmanager)]
     seen = {}
-    for port, ((cert, key), postgres) in ports.items():
-        weak = tls_probe.handshake(str(node.address), port, tls_probe.context(creds.ca, cert, key, weak=True),
+    for target, port, ((cert, key), postgres) in targets:
+        weak = tls_probe.handshake(str(target.address), port, tls_probe.context(creds.ca, cert, key, weak=True),
                                    postgres=postgres)
-        normal = tls_probe.handshake(str(node.address), port, tls_probe.context(creds.ca, cert, key),
+        normal = tls_probe.handshake(str(target.address), port, tls_probe.context(creds.ca, cert, key),
                                      postgres=postgres)
         seen[port] = (weak.split(":")[0], normal.split(" ")[0])
-    assert seen == {port: ("refused", "TLSv1.3") for port in ports}
+    assert seen == {port: ("refused", "TLSv1.3") for _, port, _ in targets}
 
 
 def test_haproxy_stats_need_the_password_and_hide_the_version(lab: Lab) -> None:

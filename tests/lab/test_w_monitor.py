@@ -6,6 +6,7 @@ on a real fault — injected, seen firing in Alertmanager within 60 s (the lab s
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,8 @@ def monitor(lab: Lab) -> Node:
 
 def api(lab: Lab, port: int, path: str) -> Any:
     node = monitor(lab)
-    r = httpx.get(f"https://{node.address}:{port}{path}", verify=str(lab.state.pki / "ca.crt"), timeout=5)
+    tls = ssl.create_default_context(cafile=str(lab.state.pki / "ca.crt"))
+    r = httpx.get(f"https://{node.address}:{port}{path}", verify=tls, timeout=5)
     r.raise_for_status()
     return r.json()
 

@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -133,7 +134,8 @@ def test_alerts_travel_over_tls_to_the_webhook(running: NodePlan) -> None:
     # The records are Alertmanager's webhook documents, with pgha's labels.
     alert = next(a for doc in got for a in doc["alerts"] if a["labels"]["alertname"] == "PatroniDown")  # type: ignore[attr-defined]
     assert alert["labels"]["problem"] == "service.patroni_down" and alert["labels"]["instance"] == "postgres-01"
-    targets = httpx.get(f"https://{me.address}:{spec.ports.prometheus}/api/v1/targets", verify=ca).json()
+    tls = ssl.create_default_context(cafile=ca)
+    targets = httpx.get(f"https://{me.address}:{spec.ports.prometheus}/api/v1/targets", verify=tls).json()
     health = {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]
               if t["labels"]["job"] in ("prometheus", "alertmanager")}
     assert health == {"prometheus": "up", "alertmanager": "up"}

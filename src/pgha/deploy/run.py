@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgha import monitoring
 from pgha.deploy import packages, sources
 from pgha.deploy.bundle import ROLES, Bundle
 from pgha.deploy.ports import PortReport
@@ -121,9 +122,13 @@ def reactions(node: Node, plan: NodePlan, changed: list[str]) -> list[tuple[str,
         if not any(a == action and s == service for a, s, _ in out):
             out.append((action, service, path))
 
+    watching = [s for s in services_of(lay.spec, node) if s in monitoring.SERVICE_BUILDERS]
     for path in changed:
         if path in units:
             add("daemon-reload", "", path)
+        for service in watching:  # small daemons that keep no state worth a reload: restarted
+            if path.startswith(f"{lay.prometheus_dir}/") or path == lay.unit(service):
+                add("restart", service, path)
         if node.is_postgres:
             if path in (lay.etcd_env, lay.etcd_crt, lay.etcd_key, lay.ca_crt, lay.unit("etcd"),
                         lay.spec.etcd_bin):  # the binary: a new release tarball installed
@@ -272,6 +277,7 @@ class Deployer:
             self.orch.set_etcd_state("existing", list(plans.values()))
             self.orch.start_proxies()
             self.orch.etcd_leader_off()
+            self.orch.start_monitoring(self.spec.nodes)
         else:
             self.converge(facts, plans, paths)
             self.orch.ensure_roles()  # a cluster bootstrapped before pgha made them
@@ -360,6 +366,16 @@ class Deployer:
                          o.routes_to_leader, 30)
         self._start_down([n for n in ha if "keepalived" in down[n.name]], "keepalived", "the VIP answers",
                          o.vip_answers, 30)
+        for node in self.selected:
+            for service in services_of(self.spec, node):
+                if service not in monitoring.SERVICE_BUILDERS:
+                    continue
+                if service in down[node.name]:
+                    with o.step(f"start {service} on {node.name}"):
+                        self.t.start(node, service)
+                elif ("restart", service) in [(a, s) for a, s, _ in todo[node.name]]:
+                    with o.step(f"restart {service} on {node.name}"):
+                        self.t.restart(node, service)
 
     def _start_down(self, nodes: list[Node], service: str, outcome: str,
                     check: Callable[[], tuple[bool, str]], timeout: float) -> None:
