@@ -1,5 +1,6 @@
 """The one TLS policy of every listener (etcd client and peer, Patroni's REST API, PostgreSQL,
-postgres_exporter, Prometheus, Alertmanager) and of HAProxy's checks: TLS 1.3, or TLS 1.2 with ECDHE key exchange and an AEAD cipher (AES-GCM, ChaCha20).
+postgres_exporter, Prometheus, Alertmanager) and of HAProxy's checks: TLS 1.3, or TLS 1.2 with ECDHE key
+exchange and an AEAD cipher (AES-GCM, ChaCha20).
 No CBC, no SHA-1 MACs, no static RSA key exchange. TLS 1.3's suites are all AEAD and stay enabled.
 """
 

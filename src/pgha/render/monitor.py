@@ -18,6 +18,9 @@ from pgha.tlspolicy import GO_CIPHERS, MIN_VERSION
 BLACKBOX_PORT, WEBHOOK_PORT = 9115, 9095
 """On the monitor node's loopback only: the blackbox exporter and the local webhook recorder."""
 TLS_MIN = {"TLSv1.2": "TLS12", "TLSv1.3": "TLS13"}[MIN_VERSION]
+EXPORTER_CIPHERS = [c + "_SHA256" if c.endswith("CHACHA20_POLY1305") else c for c in GO_CIPHERS.split(",")]
+"""The policy's TLS 1.2 suites as exporter-toolkit knows them: Go's tls.CipherSuiteName spelling (etcd also
+takes ChaCha20's older name, without _SHA256; exporter-toolkit only this one)."""
 
 
 def _dump(header: str, data: dict[str, Any]) -> str:
@@ -29,7 +32,7 @@ def web_config(cert: str, key: str) -> str:
     one TLS policy (pgha.tlspolicy)."""
     return _dump("HTTPS for this listener (exporter-toolkit web config)",
                  {"tls_server_config": {"cert_file": cert, "key_file": key, "min_version": TLS_MIN,
-                                        "cipher_suites": GO_CIPHERS.split(",")}})
+                                        "cipher_suites": EXPORTER_CIPHERS}})
 
 
 def _targets(spec: ClusterSpec, nodes: tuple[Node, ...], port: int) -> list[dict[str, Any]]:
