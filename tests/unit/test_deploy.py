@@ -135,6 +135,15 @@ def test_reactions_reload_or_restart_only_what_must() -> None:
     assert [a[:2] for a in reactions(ha.node, ha, ["/etc/haproxy/haproxy.cfg", "/etc/keepalived/keepalived.conf"])] \
         == [("reload", "haproxy"), ("reload", "keepalived")]
     assert reactions(ha.node, ha, ["/etc/tmpfiles.d/pgha.conf"]) == []
+    # Monitoring's small daemons are restarted by a change of their files or unit.
+    assert [a[:2] for a in reactions(pg.node, pg, ["/etc/prometheus/postgres_exporter.env"])] == [
+        ("restart", "postgres_exporter")]
+    mon = _plan(spec, "monitor-01")
+    assert [a[:2] for a in reactions(mon.node, mon, ["/etc/prometheus/pgha-rules.yml"])] == [
+        ("restart", s) for s in ("pgha-webhook", "prometheus-alertmanager", "prometheus-blackbox-exporter",
+                                 "prometheus")]
+    assert [a[:2] for a in reactions(mon.node, mon, ["/etc/systemd/system/prometheus.service"])] == [
+        ("daemon-reload", ""), ("restart", "prometheus")]
 
 
 def test_commands_run_as_root_directly_or_through_sudo() -> None:
