@@ -18,7 +18,7 @@ from pgha.plan import NodePlan, etcd_env_file
 from pgha.probe import Credentials
 from pgha.probe.cluster import Prober
 from pgha.render.etcd import ClusterState
-from pgha.spec import ClusterSpec, Node, Role
+from pgha.spec import ClusterSpec, Node
 from pgha.topology import services_of
 from pgha.transport.base import Transport
 
@@ -220,16 +220,15 @@ class Orchestrator:
             self.wait("keepalived, wait for the VIP", self.vip_answers, 30, "keepalived", ha)
 
     def bring_up(self, plans: list[NodePlan]) -> Timings:
-        """The seed's order: configs, etcd, first Patroni, the others, etcd 'existing', HAProxy, VIP; the
-        monitor node from the start (it needs nothing of the others), postgres_exporter once its role exists."""
+        """The seed's order: configs, etcd, first Patroni, the others, etcd 'existing', HAProxy, VIP; then
+        monitoring (its start-up would only slow the others' on a small machine)."""
         self.apply_plans(plans)
-        self.start_monitoring(self.spec.nodes_of(Role.MONITOR))
         self.start_etcd()
         self.start_patroni()
-        self.start_monitoring(self.spec.postgres_nodes)
         self.set_etcd_state("existing", plans)
         self.start_proxies()
         self.etcd_leader_off()
+        self.start_monitoring(self.spec.nodes)
         return self.timings
 
     def start_monitoring(self, nodes: tuple[Node, ...]) -> None:
