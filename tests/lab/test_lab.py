@@ -158,7 +158,8 @@ def test_crash_is_a_power_cut_until_lab_start(lab: Lab, lab_spec_file: str,
     assert main(["lab", "crash", old.name, "--spec", lab_spec_file]) == 0
     try:  # whatever fails, the node is started again: the tests that follow need it
         said = " ".join(capsys.readouterr().err.split())
-        assert said.startswith(f"{old.name} crashed: SIGKILL patroni (pid ") and "postmaster (pid" in said
+        assert said.startswith(f"{old.name} crashed: SIGKILL postgres_exporter (pid ")
+        assert ", patroni (pid " in said and "postmaster (pid" in said
         # The hint is a command to copy: it names the spec file this call used.
         assert "etcd (pid" in said
         assert said.endswith(f"held down until `pgha lab start {old.name} --spec {lab_spec_file}`")
@@ -169,7 +170,7 @@ def test_crash_is_a_power_cut_until_lab_start(lab: Lab, lab_spec_file: str,
         assert lab.postmaster_pid(old) is None
     finally:
         assert main(["lab", "start", old.name, "--spec", lab_spec_file]) == 0
-    assert " ".join(capsys.readouterr().err.split()) == f"started etcd, patroni on {old.name}"
+    assert " ".join(capsys.readouterr().err.split()) == f"started etcd, patroni, postgres_exporter on {old.name}"
     snap = wait_until(lambda: (s := Prober(lab.spec, creds).snapshot()).leader and s.leader.name == new
                       and any(m.name == old.member_name and m.state == "streaming" for m in s.replicas)
                       and all(m.healthy for m in s.etcd) and s, 60)
