@@ -28,6 +28,9 @@ class Attempt:
     server: str | None = None
     lsn: int | None = None
     error: str | None = None
+    timeline: int | None = None
+    server_start: str | None = None
+    """``pg_postmaster_start_time()`` of the server that acknowledged."""
 
 
 def lsn_int(lsn: str) -> int:
@@ -48,7 +51,9 @@ def create_tables(host: str, port: int, creds: Credentials) -> None:
                    f"create or replace function {DIRECT_TABLE}_write(r text, n text, s bigint) returns text "
                    f"language plpgsql as $$ begin if pg_is_in_recovery() then return null; end if; "
                    f"insert into {DIRECT_TABLE} (run, node, seq) values (r, n, s); "
-                   f"return host(inet_server_addr()) || ' ' || pg_current_wal_lsn()::text; end $$")
+                   f"return concat_ws(' ', host(inet_server_addr()), pg_current_wal_lsn()::text, "
+                   f"substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8), "
+                   f"replace(pg_postmaster_start_time()::text, ' ', 'T')); end $$")
 
 
 @dataclass
@@ -78,9 +83,11 @@ class Writer:
 
     def _sql(self) -> str:
         if self.node:
-            return f"select {DIRECT_TABLE}_write(%s, %s, %s), null"
+            return f"select {DIRECT_TABLE}_write(%s, %s, %s)"
         return (f"insert into {TABLE} (run, seq, server) values (%s, %s, inet_server_addr()) "
-                "returning host(inet_server_addr()), pg_current_wal_lsn()::text")
+                "returning host(inet_server_addr()), pg_current_wal_lsn()::text, "
+                "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8), "
+                "replace(pg_postmaster_start_time()::text, ' ', 'T')")
 
     def _loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None
@@ -96,13 +103,14 @@ class Writer:
                 params = (self.run, self.node, seq) if self.node else (self.run, seq)
                 row = conn.execute(sql, params).fetchone()
                 assert row is not None
-                if self.node:  # "server lsn", or null on a standby
+                if self.node:  # "server lsn timeline start", or null on a standby
                     if row[0] is None:
                         self.attempts.append(Attempt(seq, t0, time.time(), False, error="in recovery"))
                         self._stop.wait(self.interval)
                         continue
                     row = tuple(row[0].split(" "))
-                self.attempts.append(Attempt(seq, t0, time.time(), True, row[0], lsn_int(row[1])))
+                self.attempts.append(Attempt(seq, t0, time.time(), True, row[0], lsn_int(row[1]),
+                                             timeline=int(row[2], 16), server_start=row[3]))
             except (psycopg.Error, OSError) as exc:
                 self.attempts.append(Attempt(seq, t0, time.time(), False,
                                              error=str(exc).strip().splitlines()[0][:160] if str(exc) else

@@ -8,7 +8,7 @@ running; ``node-crash`` kills every service of the node at once, etcd included (
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pgha.errors import PghaError, pgha_command
 from pgha.ops import Operations
@@ -26,6 +26,7 @@ class DrillContext:
     replica: Node
     vip_holder: Node | None
     faulted: list[tuple[Node, str]]  # services held down, started again by restore
+    frozen: list[tuple[Node, list[int]]] = field(default_factory=list)  # continued by restore
 
     @property
     def spec(self) -> ClusterSpec:
@@ -62,13 +63,38 @@ class DrillContext:
         self.faulted.append((node, service))
         return f"stopped {service} on {node.name} (graceful)"
 
+    def isolate(self, node: Node) -> str:
+        self.transport.isolate(node)
+        self.faulted.append((node, "network"))
+        return f"cut {node.name} off the network"
+
+    def freeze(self, node: Node) -> str:
+        """Patroni and every PostgreSQL process of the node stopped (a hung machine) until restore."""
+        pids = self.transport.freeze(node, self.pg_data(node))
+        self.frozen.append((node, pids))
+        return f"SIGSTOP Patroni and PostgreSQL on {node.name} ({len(pids)} processes)"
+
     def restore(self) -> None:
-        for node, service in self.faulted:
-            if service == "network":
-                self.transport.heal(node)
-            else:
-                self.transport.start(node, service)
-        self.faulted.clear()
+        """Continue what is frozen, heal what is cut off, start what is held down — each attempted even
+        when another fails (the first failure is raised after)."""
+        failure: Exception | None = None
+        while self.frozen:
+            node, pids = self.frozen.pop()
+            try:
+                self.transport.thaw(node, pids)
+            except Exception as exc:  # the others must still be restored
+                failure = failure or exc
+        while self.faulted:
+            node, service = self.faulted.pop(0)
+            try:
+                if service == "network":
+                    self.transport.heal(node)
+                else:
+                    self.transport.start(node, service)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
 
 @dataclass(frozen=True)
@@ -85,12 +111,6 @@ class Scenario:
     hold_past_ttl: float | None = None
     """Keep the fault for ttl + this many seconds whatever the writes do, then restore (faults that the
     cluster cannot heal by itself, like a lost etcd quorum)."""
-
-
-def _partition(ctx: DrillContext) -> str:
-    ctx.transport.isolate(ctx.leader)
-    ctx.faulted.append((ctx.leader, "network"))
-    return f"cut {ctx.leader.name} off the network"
 
 
 def _switchover(ctx: DrillContext) -> str:
@@ -158,7 +178,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("primary-stop", "stop Patroni on the leader gracefully (seed section 14)",
              lambda c: c.stop(c.leader, "patroni"), expects_failover=True),
     Scenario("primary-partition", "cut the leader's network, heal it after the failover",
-             _partition, expects_failover=True, hold=3),
+             lambda c: c.isolate(c.leader), expects_failover=True, hold=3),
     Scenario("switchover", "planned switchover under load", _switchover, expects_failover=True),
     Scenario("replica-crash", "SIGKILL a replica's Patroni and postmaster", lambda c: c.crash(c.replica),
              hold=5),

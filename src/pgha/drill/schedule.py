@@ -108,6 +108,17 @@ def breaks_quorum(a: str, b: str, etcd_members: int = 3) -> bool:
     return KINDS[a].etcd_members + KINDS[b].etcd_members >= etcd_members // 2 + 1
 
 
+def overlap_pairs(faults: tuple[str, ...], overlap: bool, allow_quorum_loss: bool) -> list[tuple[str, str]]:
+    """The (first, second) faults that may overlap; refused when --overlap leaves none."""
+    pairs = [(a, b) for a in faults for b in faults
+             if KINDS[a].hold[1] > 0 and (allow_quorum_loss or not breaks_quorum(a, b))]
+    if overlap and not pairs:
+        raise UsageError(f"--overlap with {', '.join(faults)}: every two of these at once take a majority of "
+                         "etcd members away (quorum lost by design) or cannot overlap (instant faults)",
+                         hint="add --allow-quorum-loss to run them anyway, or other faults to --faults")
+    return pairs
+
+
 def _step(rng: random.Random, kind: str, ttl: float) -> Step:
     k = KINDS[kind]
     lo, hi = k.hold
@@ -121,12 +132,7 @@ def _step(rng: random.Random, kind: str, ttl: float) -> Step:
 def plan(seed: int, duration: float, faults: tuple[str, ...], ttl: float, overlap: bool = False,
          allow_quorum_loss: bool = False) -> list[Step]:
     """Enough steps for ``duration`` seconds (the runner stops when time is up): same arguments, same steps."""
-    pairs = [(a, b) for a in faults for b in faults
-             if KINDS[a].hold[1] > 0 and (allow_quorum_loss or not breaks_quorum(a, b))]
-    if overlap and not pairs:
-        raise UsageError(f"--overlap with {', '.join(faults)}: every two of these at once take a majority of "
-                         "etcd members away (quorum lost by design) or cannot overlap (instant faults)",
-                         hint="add --allow-quorum-loss to run them anyway, or other faults to --faults")
+    pairs = overlap_pairs(faults, overlap, allow_quorum_loss)
     rng = random.Random(seed)
     steps: list[Step] = []
     budget = 0.0

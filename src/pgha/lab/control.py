@@ -198,13 +198,9 @@ class Lab:
         return node
 
     def postmaster_pid(self, node: Node) -> int | None:
-        pidfile = Path(self.target.layout(node).pg_data) / "postmaster.pid"
-        try:
-            pid = int(pidfile.read_text().splitlines()[0])
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError, IndexError):
-            return None
+        from pgha.lab.freeze import postmaster_pid
+
+        return postmaster_pid(self.target.layout(node).pg_data)
 
     def kill(self, node_name: str, service: str, sig: str = "KILL") -> str:
         self.require_running()

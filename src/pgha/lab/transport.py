@@ -140,6 +140,16 @@ class NetnsTransport(Transport):
     def heal(self, node: Node) -> None:
         LabNetwork(self.spec).heal(node)
 
+    def freeze(self, node: Node, pg_data: str) -> list[int]:
+        from pgha.lab.freeze import freeze_node
+
+        return freeze_node(self, node, pg_data)
+
+    def thaw(self, node: Node, pids: list[int]) -> None:
+        from pgha.lab.freeze import resume
+
+        resume(pids)
+
     # -- inspection (doctor) ----------------------------------------------------------------------
     def file_stat(self, node: Node, path: str) -> FileStat | None:
         import stat

@@ -171,6 +171,14 @@ class Transport(abc.ABC):
     def heal(self, node: Node) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot heal a node")
 
+    def freeze(self, node: Node, pg_data: str) -> list[int]:
+        """Stop (SIGSTOP) the node's Patroni and every PostgreSQL process, as a hung machine; the pids."""
+        raise NotImplementedError(f"{type(self).__name__} cannot freeze a node")
+
+    def thaw(self, node: Node, pids: list[int]) -> None:
+        """Continue (SIGCONT) what :meth:`freeze` stopped."""
+        raise NotImplementedError(f"{type(self).__name__} cannot thaw a node")
+
     def holds_address(self, node: Node, address: str, interface: str) -> bool:
         """Whether the node has ``address`` on ``interface`` (the VIP check)."""
         res = self.run(node, ["ip", "-o", "addr", "show", "dev", interface])
