@@ -256,6 +256,8 @@ class ChaosRunner:
             r.notes.append("interrupted (Ctrl-C): everything restored, the report covers the run so far")
         except PghaError as exc:
             r.error = str(exc) + (f"\n{exc.details}" if exc.details else "")
+        except Exception as exc:  # anything else still ends in a restored cluster and a report
+            r.error = f"{type(exc).__name__}: {exc}"
         finally:
             try:
                 ctx.restore()
