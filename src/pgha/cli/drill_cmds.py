@@ -137,8 +137,7 @@ def chaos(spec_path: str | None, fmt: str, duration: str, seed: int | None, faul
     err.print(f"[bold]chaos seed {seed}[/]: {len(steps)} faults planned from {', '.join(kinds)} "
               f"(ttl {ttl} s{', sync' if sync else ''}{', overlapping' if overlap else ''})")
     out = Path(report_dir) if report_dir else None
-    r = runner.run(steps, seconds, seed, kinds, sync, overlap,
-                   report=(lambda partial: chaos_report.write(partial, out)) if out else None)
+    r = runner.run(steps, seconds, seed, kinds, sync, overlap)
     if out:
         chaos_report.write(r, out)
         err.print(f"report in {out}/ (replay: `pgha drill chaos --replay {out / 'report.json'}`)")

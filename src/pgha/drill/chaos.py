@@ -213,9 +213,8 @@ class ChaosRunner:
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self, steps: list[Step], duration: float | None, seed: int, faults: tuple[str, ...], sync: bool,
-            overlap: bool, report: Any = None) -> ChaosResult:
-        """Run ``steps`` until ``duration`` seconds are up, or all of them (None); ``report(result)`` writes a
-        partial report at each checkpoint."""
+            overlap: bool) -> ChaosResult:
+        """Run ``steps`` until ``duration`` seconds are up, or all of them (None)."""
         self.preflight()
         snap = self.drill.prepare(sync)
         assert snap.leader is not None
@@ -247,8 +246,6 @@ class ChaosRunner:
                 if time.time() - last_check >= CHECKPOINT_S:
                     last_check = time.time()
                     self._checkpoint(r, vip, direct)
-                    if report:
-                        report(r)
             if duration is not None:
                 time.sleep(max(0.0, end - time.time()))
         except KeyboardInterrupt:
