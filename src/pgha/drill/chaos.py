@@ -10,8 +10,12 @@ started, every cut-off node healed and every frozen process continued before the
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +33,19 @@ from pgha.transport.base import Transport
 VIP_WRITERS = 2
 CHECKPOINT_S = 300.0
 """Lost-write and split-brain checks between faults, at least this far apart."""
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C ignored for the block: a second one must not cut a restore short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def heal_bound(ttl: float) -> float:
@@ -192,7 +209,8 @@ class ChaosRunner:
         except PghaError as exc:  # a refused switchover is part of the run, not its end
             error = str(exc)
         finally:
-            ctx.restore()
+            with uninterrupted():
+                ctx.restore()
         restored = time.time()
         self.say(f"+{restored - self._t0:.0f}s restored{f' ({error})' if error else ''}; waiting for the whole "
                  "cluster")
@@ -257,7 +275,8 @@ class ChaosRunner:
             r.error = f"{type(exc).__name__}: {exc}"
         finally:
             try:
-                ctx.restore()
+                with uninterrupted():
+                    ctx.restore()
             finally:
                 for w in (*vip, *direct):
                     w.stop()
