@@ -26,7 +26,7 @@ from pgha.probe import Credentials
 
 pytestmark = pytest.mark.lab
 
-SEED = 16
+SEED = 18
 FAULTS = "haproxy-kill,switchover,freeze,patroni-crash"
 DURATION = 150
 
@@ -45,10 +45,12 @@ def assert_safe(r: dict, min_faults: int) -> None:  # type: ignore[type-arg]
     assert v["unhealed"] == [] and r["safe"] is True
     log = r["fault_log"]
     assert len(log) >= min_faults and all(f["healed_after_s"] is not None for f in log), log
-    # The writers ran all along: through the VIP and directly to each node.
+    # The writers ran all along: through the VIP and directly to each node (a node acknowledges direct
+    # writes only while it is the primary).
     writers = r["writers"]
-    assert {"vip1", "vip2"} <= set(writers) and len([w for w in writers if w.startswith("direct:")]) == 3
-    assert all(w["acked"] > 0 for w in writers.values()), writers
+    direct = [w for name, w in writers.items() if name.startswith("direct:")]
+    assert writers["vip1"]["acked"] > 500 and writers["vip2"]["acked"] > 500, writers
+    assert len(direct) == 3 and all(w["acked"] + w["failed"] > 100 for w in direct), writers
     assert 0.3 < v["availability"] <= 1.0
 
 
@@ -63,7 +65,9 @@ def test_fixed_seed_short_soak_loses_nothing_and_heals(lab: Lab, lab_spec_file: 
                      "--report", str(tmp_path), "--spec", lab_spec_file], capsys)
     assert code == 0, r.get("verdict")
     assert_safe(r, min_faults=3)
-    assert len({f["kind"] for f in r["fault_log"]}) >= 2  # type: ignore[union-attr]
+    assert len({f["kind"] for f in r["fault_log"]}) >= 2, r["fault_log"]  # type: ignore[union-attr]
+    # Switchovers moved the primary: more than one node acknowledged direct writes.
+    assert sum(1 for name, w in r["writers"].items() if name.startswith("direct:") and w["acked"]) >= 2  # type: ignore[union-attr]
     # The same seed gives the same schedule: what ran is the plan's beginning.
     ran = [Step.from_dict(s) for s in r["schedule"]]  # type: ignore[union-attr]
     assert ran == plan(SEED, DURATION, tuple(FAULTS.split(",")), int(r["ttl"]))[:len(ran)]  # type: ignore[call-overload]
