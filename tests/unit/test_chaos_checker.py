@@ -106,3 +106,12 @@ def test_history_round_trips_through_json() -> None:
     hist = failover_history()
     again = h.History.from_dict(hist.as_dict())
     assert again == hist
+
+
+def test_a_fault_cut_short_by_ctrl_c_is_not_unhealed() -> None:
+    hist = failover_history()
+    hist.faults.append(h.FaultWindow("freeze", "postgres-02", 18.0, 19.0, None, error="interrupted",
+                                     interrupted=True))
+    v = h.check(hist, present_all(hist), 0.0, 20.0)
+    assert v.safe and v.unhealed == []
+    assert {o.kind: o.faults for o in v.outages} == {"power-cut": 1, "freeze": 1}

@@ -103,7 +103,8 @@ class ChaosResult:
                 "fault_log": [{"kind": f.kind, "node": f.node, "at_s": round(f.start - t0, 2),
                                "restored_after_s": round(f.restored - f.start, 2),
                                "healed_after_s": round(f.healed - f.start, 2) if f.healed else None,
-                               "action": f.action, "error": f.error} for f in self.history.faults],
+                               "action": f.action, "error": f.error, "interrupted": f.interrupted}
+                              for f in self.history.faults],
                 "leader_changes": [{"at_s": round(t - t0, 2), "leader": n} for t, n in self.leader_changes()],
                 "vip_moves": [{"at_s": round(t - t0, 2), "holders": h} for t, h in self.vip_moves()],
                 "checkpoints": self.checkpoints, "writers": self.writers, "notes": self.notes,
@@ -192,42 +193,52 @@ class ChaosRunner:
         raise UsageError(f"unknown fault {kind}")
 
     def _fault(self, step: Step, ctx: DrillContext, h: hist.History) -> None:
+        """Inject, hold, restore, wait for the whole cluster; the fault goes into the history however it ends
+        (Ctrl-C included: restored, marked interrupted, not waited for)."""
         start = time.time()
         node: Node | None = None
-        error = None
-        actions = []
+        errors: list[str] = []
+        actions: list[str] = []
+        restored: float | None = None
+
+        def record(healed: float | None, interrupted: bool = False) -> None:
+            h.faults.append(hist.FaultWindow(step.kind if step.also is None else f"{step.kind}+{step.also.kind}",
+                                             node.name if node else None, start, restored or time.time(), healed,
+                                             "; ".join(actions), "; ".join(errors) or None, interrupted))
+
         try:
-            node, action = self._inject(step, ctx)
-            actions.append(action)
-            self.say(f"+{start - self._t0:.0f}s fault {step.kind} on {node.name}: {action}")
-            if step.also is not None:
-                time.sleep(step.also_after_s)
-                also_node, action = self._inject(step.also, ctx)
+            try:
+                node, action = self._inject(step, ctx)
                 actions.append(action)
-                self.say(f"+{time.time() - self._t0:.0f}s fault {step.also.kind} on {also_node.name}: {action}")
-            time.sleep(max(0.0, start + step.hold_s - time.time()))
-        except PghaError as exc:  # a refused switchover is part of the run, not its end
-            error = str(exc)
-        finally:
-            with uninterrupted():
-                ctx.restore()
-        restored = time.time()
-        self.say(f"+{restored - self._t0:.0f}s restored{f' ({error})' if error else ''}; waiting for the whole "
-                 "cluster")
-        healed: float | None = None
-        try:
-            healed = self.drill.wait_whole(f"the whole cluster back after {step.kind}", heal_bound(self.drill.live.ttl))
-        except PghaError as exc:
-            error = f"{error + '; ' if error else ''}{exc}"
-        if healed is not None:
-            self.say(f"+{healed - self._t0:.0f}s whole again, {healed - start:.1f} s after the fault")
-        h.faults.append(hist.FaultWindow(step.kind if step.also is None else f"{step.kind}+{step.also.kind}",
-                                         node.name if node else None, start, restored, healed,
-                                         "; ".join(actions), error))
-        if healed is None:
-            raise PghaError(f"the cluster did not heal within {heal_bound(self.drill.live.ttl):.0f} s after "
-                            f"{step.kind}", details=self.ops.snapshot().describe(),
-                            hint=f"see `{pgha_command('doctor')}`")
+                self.say(f"+{start - self._t0:.0f}s fault {step.kind} on {node.name}: {action}")
+                if step.also is not None:
+                    time.sleep(step.also_after_s)
+                    also_node, action = self._inject(step.also, ctx)
+                    actions.append(action)
+                    self.say(f"+{time.time() - self._t0:.0f}s fault {step.also.kind} on {also_node.name}: {action}")
+                time.sleep(max(0.0, start + step.hold_s - time.time()))
+            except PghaError as exc:  # a refused switchover is part of the run, not its end
+                errors.append(str(exc))
+            finally:
+                with uninterrupted():
+                    ctx.restore()
+            restored = time.time()
+            self.say(f"+{restored - self._t0:.0f}s restored; waiting for the whole cluster")
+            try:
+                healed = self.drill.wait_whole(f"the whole cluster back after {step.kind}",
+                                               heal_bound(self.drill.live.ttl))
+            except PghaError as exc:
+                errors.append(str(exc))
+                record(None)
+                raise PghaError(f"the cluster did not heal within {heal_bound(self.drill.live.ttl):.0f} s after "
+                                f"{step.kind}", details=self.ops.snapshot().describe(),
+                                hint=f"see `{pgha_command('doctor')}`") from None
+        except KeyboardInterrupt:
+            errors.append("interrupted")
+            record(None, interrupted=True)
+            raise
+        self.say(f"+{healed - self._t0:.0f}s whole again, {healed - start:.1f} s after the fault")
+        record(healed)
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self, steps: list[Step], duration: float | None, seed: int, faults: tuple[str, ...], sync: bool,

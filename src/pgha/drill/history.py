@@ -47,6 +47,8 @@ class FaultWindow:
     healed: float | None
     action: str = ""
     error: str | None = None
+    interrupted: bool = False
+    """Cut short by Ctrl-C: restored, but the run did not wait for the cluster to heal."""
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,7 @@ def availability(acked_at: Iterable[float], start: float, end: float) -> float |
 def outage(acked_at: Sequence[float], fault: FaultWindow) -> float:
     """The longest gap between acknowledgements from the last one before the fault until it healed (or the
     last acknowledgement): what a client of the VIP saw of this fault."""
-    end = fault.healed if fault.healed is not None else max(acked_at, default=fault.restored)
+    end = fault.healed if fault.healed is not None else max([fault.restored, *acked_at])
     before = [t for t in acked_at if t <= fault.start]
     points = sorted({max(before) if before else fault.start, *(t for t in acked_at if fault.start < t <= end)})
     if points[-1] < end:
@@ -253,6 +255,6 @@ def check(history: History, present: dict[str, set[int]] | None, start: float, e
     return Verdict(lost=lost_writes(acks, present) if present is not None else [],
                    split_brain=split_brain(acks), stale=stale_timeline(acks),
                    vip_on_two=vip_on_two_hosts(history.samples),
-                   unhealed=[f for f in history.faults if f.healed is None],
+                   unhealed=[f for f in history.faults if f.healed is None and not f.interrupted],
                    availability=availability(vip_acked, start, end), outages=outages(vip_acked, history.faults),
                    mttr_s=mttr(history.faults), acks=len(acks), checked_lost=present is not None)
