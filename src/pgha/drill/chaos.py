@@ -111,6 +111,11 @@ class ChaosResult:
                 "schedule": [s.as_dict() for s in self.executed]}
 
 
+def _name(w: Writer) -> str:
+    """A writer's name in the history: vip1, vip2, multihost (rows of the run ``RUN-NAME``), direct:NODE."""
+    return f"direct:{w.node}" if w.node else w.run.rsplit("-", 1)[1]
+
+
 def _ack(writer: str, a: Attempt, via_vip: bool) -> hist.Ack:
     return hist.Ack(writer, a.seq, a.started, a.ended, a.server or "?", a.server_start or "?",
                     a.timeline if a.timeline is not None else -1, via_vip)
@@ -253,8 +258,11 @@ class ChaosRunner:
         port = self.spec.ports.postgresql
         vip = [Writer(str(self.spec.vip.address), port, self.drill.creds, f"{r.run}-vip{i + 1}")
                for i in range(VIP_WRITERS)]
-        direct = [Writer(str(n.address), port, self.drill.creds, r.run, interval=0.2, node=n.name)
-                  for n in self.spec.postgres_nodes]
+        # A client that needs no proxy: libpq's multi-host string finds the primary itself.
+        multi = pg_probe.dsn(*pg_probe.endpoint(self.spec, multi_host=True), self.drill.creds, connect_timeout=2)
+        direct = [Writer("", port, self.drill.creds, f"{r.run}-multihost", dsn=multi)]
+        direct += [Writer(str(n.address), port, self.drill.creds, r.run, interval=0.2, node=n.name)
+                   for n in self.spec.postgres_nodes]
         sampler = Sampler(self.ops)
         ctx = self.ctx = DrillContext(self.drill.target, self.ops, self.spec.node(snap.leader.name),
                                       self.spec.node(snap.leader.name), None, [])
@@ -298,12 +306,12 @@ class ChaosRunner:
         return r
 
     def _collect(self, r: ChaosResult, vip: list[Writer], direct: list[Writer], sampler: Sampler) -> None:
-        acks = [_ack(w.run.rsplit("-", 1)[1], a, True) for w in vip for a in w.acked]
-        acks += [_ack(f"direct:{w.node}", a, False) for w in direct for a in w.acked]
+        acks = [_ack(_name(w), a, True) for w in vip for a in w.acked]
+        acks += [_ack(_name(w), a, False) for w in direct for a in w.acked]
         r.history.acks.extend(sorted(acks, key=lambda a: a.acked))
         r.history.samples.extend(hist.VipSample(s.at, s.vip_holders, s.leader) for s in sampler.samples)
-        r.writers = {(w.node and f"direct:{w.node}") or w.run.rsplit("-", 1)[1]:
-                     {"acked": len(w.acked), "failed": len(w.attempts) - len(w.acked)} for w in (*vip, *direct)}
+        r.writers = {_name(w): {"acked": len(w.acked), "failed": len(w.attempts) - len(w.acked)}
+                     for w in (*vip, *direct)}
 
     def _present(self, r: ChaosResult) -> dict[str, set[int]] | None:
         """What the final primary holds, per writer; None (and a note) when there is no primary to read."""
@@ -330,8 +338,8 @@ class ChaosRunner:
         """The safety checks on what was acknowledged so far (a later loss shows at the end)."""
         probe = ChaosResult(r.run, r.seed, r.faults, r.sync, r.overlap, r.profile, r.ttl, r.duration_s)
         cut = time.time() - 1.0  # let the last commits replicate
-        acks = [_ack(w.run.rsplit("-", 1)[1], a, True) for w in vip for a in list(w.acked) if a.ended < cut]
-        acks += [_ack(f"direct:{w.node}", a, False) for w in direct for a in list(w.acked) if a.ended < cut]
+        acks = [_ack(_name(w), a, True) for w in vip for a in list(w.acked) if a.ended < cut]
+        acks += [_ack(_name(w), a, False) for w in direct for a in list(w.acked) if a.ended < cut]
         present = self._present(probe)
         v = hist.check(hist.History(acks), present, r.started, cut)
         r.checkpoints.append({"at_s": round(cut - r.started, 1), "acks": v.acks, "lost": len(v.lost),
