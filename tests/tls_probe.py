@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import socket
 import ssl
-import struct
+
+from pgha.probe.tls import SSL_REQUEST
 
 WEAK_CIPHERS = "ECDHE-ECDSA-AES128-SHA:AES128-SHA:@SECLEVEL=0"
 """TLS 1.2 CBC with SHA-1 MACs, with ECDHE (pgha's ECDSA keys) and without: what the policy refuses."""
-SSL_REQUEST = struct.pack("!ii", 8, 80877103)
-"""PostgreSQL's SSLRequest: TLS starts after the server answers 'S'."""
 
 
 def context(ca: str, cert: str | None = None, key: str | None = None, *, weak: bool = False) -> ssl.SSLContext:
