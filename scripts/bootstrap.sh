@@ -15,7 +15,7 @@ fi
 PG_VERSION="${PG_VERSION:-15}"
 PKGS=(etcd-server etcd-client haproxy keepalived acl iproute2 python3-venv python3-pip
       "postgresql-${PG_VERSION}" "postgresql-client-${PG_VERSION}" ca-certificates
-      systemd-container debootstrap gnupg
+      systemd-container debootstrap gnupg pgbackrest
       prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-blackbox-exporter)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -194,6 +194,31 @@ class NodeLayout:
     def pid_file(self, service: str) -> str:
         return f"{self.run_dir}/{service}.pid"
 
+    # -- pgBackRest (backup and PostgreSQL nodes) ---------------------------------------------------
+    @property
+    def pgbackrest_dir(self) -> str:
+        return self.at(self.spec.paths.pgbackrest_conf)
+
+    @property
+    def pgbackrest_conf(self) -> str:
+        return f"{self.pgbackrest_dir}/pgbackrest.conf"
+
+    @property
+    def pgbackrest_repo(self) -> str:
+        return self.at(self.spec.paths.pgbackrest_repo)
+
+    @property
+    def pgbackrest_log(self) -> str:
+        return self.at(self.spec.paths.pgbackrest_log)
+
+    @property
+    def pgbackrest_spool(self) -> str:
+        return self.at(self.spec.paths.pgbackrest_spool)
+
+    def pgbackrest(self, *args: str) -> tuple[str, ...]:
+        """pgBackRest's command line with this node's configuration (its own in the lab's shared filesystem)."""
+        return ("/usr/bin/pgbackrest", f"--config-path={self.pgbackrest_dir}", *args)
+
     # -- systemd ----------------------------------------------------------------------------------
     def unit(self, service: str) -> str:
         """The systemd unit pgha writes for a service that ships none (etcd, Patroni)."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pgha import etcd_auth, etcd_leader, monitoring, poll, roles
+from pgha.backup.repo import Repository
 from pgha.errors import StepFailed, pgha_command
 from pgha.plan import NodePlan, etcd_env_file
 from pgha.probe import Credentials
@@ -30,6 +32,8 @@ LIKELY_CAUSE = {
     "haproxy": "HAProxy cannot reach Patroni's REST API on 8008 or the check's TLS verification fails "
                "(seed section 19: 'HAProxy routing to the wrong node')",
     "keepalived": "keepalived is not running or no HAProxy is healthy (seed section 19: 'VIP not answering')",
+    "pgbackrest": "pgBackRest's servers cannot reach each other over TLS (port 8432, certificates from the "
+                  "cluster CA) or the repository belongs to another database (a cluster rebuilt over it)",
 }
 
 
@@ -154,6 +158,56 @@ class Orchestrator:
                 self.transport.apply(plan)
             self.transport.install_services(plans)
 
+    def start_backup_servers(self) -> None:
+        """pgBackRest's TLS servers (the backup node's and the PostgreSQL nodes'): archiving reaches the
+        repository as soon as a primary runs."""
+        nodes = [n for n in self.spec.nodes if "pgbackrest" in services_of(self.spec, n)]
+        if nodes:
+            with self.step("pgBackRest servers"):
+                for node in nodes:
+                    self.transport.start(node, "pgbackrest")
+
+    STANZA = "pgBackRest stanza, archiving checked"
+
+    def ensure_stanza(self, plans: list[NodePlan]) -> None:
+        """The cluster's stanza in the repository (idempotent: pgBackRest accepts an existing, matching one),
+        then pgBackRest's check: its forced WAL switch also wakes an archiver that failed before the stanza
+        existed (PostgreSQL waits a minute after three failures), so archiving works when the step ends."""
+        self.finish_stanza(self.stanza_in_background(plans))
+
+    def stanza_in_background(self, plans: list[NodePlan]) -> Future[None] | None:
+        """:meth:`ensure_stanza`'s work started in a thread (it needs only a running leader), so the
+        bring-up goes on meanwhile; :meth:`finish_stanza` waits for it."""
+        plan = next((p for p in plans if p.node.is_backup), None)
+        if plan is None:
+            return None
+        repo = Repository(self.spec, self.transport, plan.layout)
+
+        def ready(*command: str) -> Callable[[], tuple[bool, str]]:
+            def check() -> tuple[bool, str]:
+                res = repo.run(*command, timeout=60)
+                return res.ok, f"{command[0]} on {plan.node.name}" if res.ok else str(repo.error(self.STANZA, res))
+            return check
+
+        def work() -> None:
+            for command in ("stanza-create", "check"):
+                try:
+                    poll.until(self.STANZA, ready(command), 60, interval=1.0)
+                except poll.TimedOut as exc:
+                    raise StepFailed(self.STANZA, f"not reached after 60 s: {exc.reason}",
+                                     hint=LIKELY_CAUSE["pgbackrest"],
+                                     logs=self._logs("pgbackrest", (plan.node,))) from None
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgbackrest-stanza")
+        future = pool.submit(work)
+        pool.shutdown(wait=False)
+        return future
+
+    def finish_stanza(self, started: Future[None] | None) -> None:
+        if started is not None:
+            with self.step(self.STANZA):
+                started.result()
+
     def start_etcd(self) -> None:
         pg = self.spec.postgres_nodes
         with self.step("etcd on the postgres nodes"):
@@ -223,10 +277,13 @@ class Orchestrator:
         """The seed's order: configs, etcd, first Patroni, the others, etcd 'existing', HAProxy, VIP; then
         monitoring (its start-up would only slow the others' on a small machine)."""
         self.apply_plans(plans)
+        self.start_backup_servers()
         self.start_etcd()
         self.start_patroni()
+        stanza = self.stanza_in_background(plans)  # off the critical path: it needs only the leader
         self.set_etcd_state("existing", plans)
         self.start_proxies()
+        self.finish_stanza(stanza)
         self.etcd_leader_off()
         self.start_monitoring(self.spec.nodes)
         return self.timings
@@ -272,8 +329,12 @@ class Orchestrator:
                 self.transport.stop(node, "patroni")
             for node in pg:
                 self.transport.stop(node, "etcd")
-        with self.step("wipe etcd and PostgreSQL data (certificates kept)"):
+        with self.step("wipe etcd and PostgreSQL data and the backup repository (certificates kept)"):
             for plan in plans:
+                if plan.node.is_backup:  # its backups are of the database being wiped
+                    self.transport.remove_tree(plan.node, plan.layout.pgbackrest_repo)
+                    for d in plan.dirs:
+                        self.transport.ensure_dir(plan.node, d)
                 if plan.node.is_postgres:
                     self.transport.remove_tree(plan.node, plan.layout.etcd_data)
                     self.transport.remove_tree(plan.node, plan.layout.pg_data)
@@ -282,6 +343,7 @@ class Orchestrator:
         self.set_etcd_state("new", plans, restart=False)
         self.start_etcd()
         self.start_patroni()
+        self.ensure_stanza(plans)
         self.set_etcd_state("existing", plans)
         name = "HAProxy routes to the new leader, the VIP answers"
         with self.step(name):  # HAProxy and keepalived kept running: their checks find the new primary

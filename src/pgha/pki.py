@@ -151,16 +151,19 @@ def expected_certs(spec: ClusterSpec) -> tuple[ExpectedCert, ...]:
                             "certificate (CN = node name) would act as that etcd user",
                             hint=f"rename the node; reserved: {', '.join(RESERVED_CNS)}")
         dns = (f"DNS:{node.name}", f"DNS:{node.member_name}", "DNS:localhost")
+        # pgBackRest (2.45) matches a host it dials by address against DNS names only, not IP SANs.
+        by_address = (f"DNS:{node.address}",) if spec.backup_node is not None else ()
         # pgBackRest's server, and its client identity towards the PostgreSQL nodes' servers; Prometheus' and
         # Alertmanager's HTTPS, and the monitor's client identity towards etcd's /metrics.
         if node.is_backup or node.is_monitor:
             out.append(ExpectedCert(server_cert_name(node), node.name,
-                                    _unique(f"IP:{node.address}", "IP:127.0.0.1", *dns), both))
+                                    _unique(f"IP:{node.address}", "IP:127.0.0.1", *dns,
+                                            *(by_address if node.is_backup else ())), both))
             continue
         etcd = etcd_cert_name(spec, node)
         out.append(ExpectedCert(etcd, ETCD_PEER_CN, _unique(f"IP:{node.address}", "IP:127.0.0.1", *dns), both))
         # A client of the VIP reaches this node through HAProxy's TCP passthrough and sees this certificate.
-        sans = _unique(f"IP:{node.address}", f"IP:{spec.vip.address}", "IP:127.0.0.1", *dns)
+        sans = _unique(f"IP:{node.address}", f"IP:{spec.vip.address}", "IP:127.0.0.1", *dns, *by_address)
         out.append(ExpectedCert(server_cert_name(node), node.name, sans, both))
     return tuple(out) + client_certs()
 

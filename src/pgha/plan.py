@@ -22,7 +22,8 @@ from pgha.render import etcd as etcd_render
 from pgha.render import haproxy as haproxy_render
 from pgha.render import keepalived as keepalived_render
 from pgha.render import patroni as patroni_render
-from pgha.render.systemd import render_dropin, render_tmpfiles, render_unit
+from pgha.render import pgbackrest as pgbackrest_render
+from pgha.render.systemd import render_backup_units, render_dropin, render_tmpfiles, render_unit
 from pgha.secrets import STATS_USERNAME, Secrets
 from pgha.service import Service
 from pgha.spec import ClusterSpec, Node
@@ -43,6 +44,11 @@ class NodePlan:
     files: tuple[FileEntry, ...]
     services: tuple[Service, ...] = field(default=())
     links: tuple[LinkEntry, ...] = ()
+
+    @property
+    def timers(self) -> tuple[str, ...]:
+        """systemd timers the node's plan installs (enabled and started with its services)."""
+        return tuple(Path(f.path).name for f in self.files if f.path.endswith(".timer"))
 
     @property
     def apt_sources(self) -> tuple[FileEntry, ...]:
@@ -191,31 +197,49 @@ def _haproxy_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets) -> tu
     return dirs, files
 
 
-def _backup_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets) -> tuple[list[DirEntry], list[FileEntry]]:
-    """The repository host: the CA and its certificate for pgBackRest's TLS server, run as postgres."""
+def _backup_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets,
+                  peer: pgbackrest_render.PeerLayout) -> tuple[list[DirEntry], list[FileEntry]]:
+    """The repository host: the CA and its certificate for pgBackRest's TLS server (run as postgres),
+    the repository and pgBackRest's configuration (0640: it holds the repository's passphrase)."""
     dirs = [
         DirEntry(layout.certs_dir, "root", "postgres", 0o750),
         DirEntry(layout.run_dir, "root", "root", 0o755),
+        DirEntry(layout.pgbackrest_repo, "postgres", "postgres", 0o750),
+        *_pgbackrest_dirs(layout),
     ]
     files = [
         FileEntry(layout.ca_crt, certs.ca_crt, "root", "root", 0o644),
         FileEntry(layout.server_crt, certs.server_crt, "root", "root", 0o644),
         FileEntry(layout.server_key, certs.server_key, "postgres", "postgres", 0o600),
+        FileEntry(layout.pgbackrest_conf, pgbackrest_render.repository_host(layout, secrets, peer).encode(),
+                  "root", "postgres", 0o640),
     ]
     return dirs, files
 
 
+def _pgbackrest_dirs(layout: NodeLayout) -> list[DirEntry]:
+    return [DirEntry(layout.pgbackrest_dir, "root", "postgres", 0o750),
+            DirEntry(layout.pgbackrest_log, "postgres", "postgres", 0o750),
+            DirEntry(layout.pgbackrest_spool, "postgres", "postgres", 0o750)]
+
+
 def _role_files(layout: NodeLayout, certs: CertFiles, secrets: Secrets, cluster_state: etcd_render.ClusterState,
-                watchdog: bool) -> tuple[list[DirEntry], list[FileEntry], tuple[str, ...]]:
+                watchdog: bool, peer: pgbackrest_render.PeerLayout
+                ) -> tuple[list[DirEntry], list[FileEntry], tuple[str, ...]]:
     """The directories, files and system users of the node's role."""
-    node = layout.node
+    node, backup = layout.node, layout.spec.backup_node
     if node.is_postgres:
         dirs, files = _postgres_files(layout, certs, secrets, cluster_state, watchdog)
         more_dirs, more_files = monitoring.exporter_files(layout, certs.ca_crt, certs.server_crt, certs.server_key,
                                                           secrets.monitor_password)
-        return dirs + more_dirs, files + more_files, ("etcd", "postgres", monitoring.USER)
+        dirs, files = dirs + more_dirs, files + more_files
+        if backup is not None:  # pgBackRest's server for the repository host, and archive-push/get
+            dirs += _pgbackrest_dirs(layout)
+            conf = pgbackrest_render.postgres_node(layout, secrets, backup, peer)
+            files.append(FileEntry(layout.pgbackrest_conf, conf.encode(), "root", "postgres", 0o640))
+        return dirs, files, ("etcd", "postgres", monitoring.USER)
     if node.is_backup:
-        return *_backup_files(layout, certs, secrets), ("postgres",)
+        return *_backup_files(layout, certs, secrets, peer), ("postgres",)
     if node.is_monitor:
         return *monitoring.monitor_files(layout, certs.ca_crt, certs.server_crt, certs.server_key), (monitoring.USER,)
     return *_haproxy_files(layout, certs, secrets), ("haproxy", "keepalived_script")
@@ -233,6 +257,11 @@ def _patroni(layout: NodeLayout, watchdog: bool) -> Service:
                    group="postgres", restart="on-failure", restart_sec=5, kill_mode="process", reload_signal="HUP",
                    after=("etcd",), environment=(("HOME", layout.pg_home), ("PGSSLMODE", "verify-full")),
                    start_pre=_watchdog_setup(layout) if watchdog else ())
+
+
+def _pgbackrest(layout: NodeLayout, watchdog: bool) -> Service:
+    return Service("pgbackrest", "pgBackRest TLS server (backups, WAL archive, restores)",
+                   layout.pgbackrest("server"), user="postgres", group="postgres", restart="always", restart_sec=5)
 
 
 def _watchdog_setup(layout: NodeLayout) -> tuple[tuple[str, ...], ...]:
@@ -265,19 +294,25 @@ def _keepalived(layout: NodeLayout, watchdog: bool) -> Service:
 
 
 SERVICE_BUILDERS: dict[str, Callable[[NodeLayout, bool], Service]] = {
-    "etcd": _etcd, "patroni": _patroni, "haproxy": _haproxy, "keepalived": _keepalived,
+    "etcd": _etcd, "patroni": _patroni, "haproxy": _haproxy, "keepalived": _keepalived, "pgbackrest": _pgbackrest,
     **monitoring.SERVICE_BUILDERS}
 """How each service of :data:`pgha.topology.SERVICES` runs (which node runs it: :func:`~pgha.topology.services_of`)."""
-OWN_UNITS = ("etcd", "patroni", *monitoring.SERVICE_BUILDERS)
+OWN_UNITS = ("etcd", "patroni", "pgbackrest", *monitoring.SERVICE_BUILDERS)
 """Services whose unit pgha writes (monitoring's override the Debian packages' units, which read
-/etc/default); HAProxy and keepalived ship theirs (pgha adds a drop-in if needed)."""
+/etc/default; Debian's pgbackrest ships none); HAProxy and keepalived ship theirs (pgha adds a drop-in if needed)."""
 
 
 def _host_files(layout: NodeLayout, pgdg_key: bytes | None) -> tuple[list[FileEntry], list[LinkEntry]]:
     """What only a node that is a whole machine gets: its run directory back after a reboot (tmpfiles.d),
-    PostgreSQL's apt source when it comes from PGDG, and ``patronictl`` on PATH."""
+    PostgreSQL's apt source when it comes from PGDG, ``patronictl`` on PATH, the backup node's timers."""
     spec, node = layout.spec, layout.node
     files = [FileEntry(layout.at(TMPFILES), render_tmpfiles(layout.run_dir).encode())]
+    if node.is_backup:  # scheduled backups: only a machine of its own has systemd to run them
+        for kind, calendar in spec.backup.schedule.items():
+            argv = layout.pgbackrest(f"--stanza={spec.name}", "backup", f"--type={kind}")
+            service, timer = render_backup_units(spec.name, kind, argv, calendar)
+            files += [FileEntry(layout.at(f"/etc/systemd/system/pgbackrest-{kind}.service"), service.encode()),
+                      FileEntry(layout.at(f"/etc/systemd/system/pgbackrest-{kind}.timer"), timer.encode())]
     links = []
     if node.is_postgres:
         links.append(LinkEntry(layout.at(PATRONICTL_LINK), f"{spec.paths.patroni_venv}/bin/patronictl"))
@@ -303,12 +338,17 @@ def uses_pgdg_source(spec: ClusterSpec, node: Node) -> bool:
 
 def build(spec: ClusterSpec, node: Node, certs: CertFiles, secrets: Secrets, *, root: str = "",
           etcd_state: etcd_render.ClusterState = "new", watchdog: bool = False, whole_host: bool = False,
-          pgdg_key: bytes | None = None) -> NodePlan:
+          pgdg_key: bytes | None = None, peer_root: Callable[[Node], str] | None = None) -> NodePlan:
     """The plan of one node. ``root`` prefixes every path (the lab's per-node root); ``watchdog``: the
     target allows the spec's watchdog; ``whole_host``: the node is a machine of its own, so it also gets
-    :func:`_host_files` (with ``pgdg_key``, the PGDG signing key, when the spec uses that source)."""
+    :func:`_host_files` (with ``pgdg_key``, the PGDG signing key, when the spec uses that source);
+    ``peer_root``: the root of another node's paths (the same as ``root`` when not given)."""
     layout = NodeLayout(spec, node, root)
-    dirs, files, users = _role_files(layout, certs, secrets, etcd_state, watchdog)
+
+    def peer(other: Node) -> NodeLayout:
+        return NodeLayout(spec, other, peer_root(other) if peer_root else root)
+
+    dirs, files, users = _role_files(layout, certs, secrets, etcd_state, watchdog, peer)
     services = [SERVICE_BUILDERS[name](layout, watchdog) for name in services_of(spec, node)]
     files += [FileEntry(layout.unit(s.name), render_unit(s, spec.name).encode()) for s in services
               if s.name in OWN_UNITS]

@@ -97,6 +97,12 @@ PROBLEMS: tuple[Problem, ...] = (
     Problem("postgres.outside_patroni", "a PostgreSQL outside Patroni runs on a node", W),
     Problem("postgres.password_config", "the superuser password in a Patroni config is not pgha's", W),
     Problem("postgres.password_db", "the superuser password in the database differs from Patroni's", E),
+    # -- backups ----------------------------------------------------------------------------------------
+    Problem("backup.archiving_failing", "WAL archiving is failing on the primary: restores stop at the last "
+                                        "archived WAL", E),
+    Problem("backup.repo_unreachable", "the backup repository cannot be used (unreachable, stanza missing)", E),
+    Problem("backup.none", "the repository holds no backup", W),
+    Problem("backup.stale", "the newest backup is older than backup.max_age_hours", W),
     # -- the client path -------------------------------------------------------------------------------
     Problem("service.patroni_down", "Patroni is not running on a node", E,
             Alert("PatroniDown", 'up{job="patroni"} == 0', "10s")),

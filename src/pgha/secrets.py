@@ -24,6 +24,7 @@ from pgha.errors import MissingPrerequisite, PghaError, pgha_command
 from pgha.layout import StateLayout
 
 PASSWORD_LENGTH = 24
+CIPHER_PASS_LENGTH = 64
 VRRP_PASS_LENGTH = 8
 """keepalived silently truncates auth_pass to 8 characters, so a longer one only pretends."""
 RESTAPI_USERNAME = "patroni"
@@ -92,6 +93,8 @@ class Secrets:
     haproxy_stats_password: str = field(repr=False, default="")
     monitor_password: str = field(repr=False, default="")
     """postgres_exporter's PostgreSQL role (pgha_monitor, a member of pg_monitor)."""
+    backup_cipher_pass: str = field(repr=False, default="")
+    """pgBackRest's repository encryption passphrase (aes-256-cbc): without it no backup can be read."""
 
 
 _GENERATORS: dict[str, Callable[[], str]] = {
@@ -107,6 +110,7 @@ _GENERATORS: dict[str, Callable[[], str]] = {
     "rewind_password": lambda: random_token(PASSWORD_LENGTH),
     "haproxy_stats_password": lambda: random_token(PASSWORD_LENGTH),
     "monitor_password": lambda: random_token(PASSWORD_LENGTH),
+    "backup_cipher_pass": lambda: random_token(CIPHER_PASS_LENGTH),
 }
 
 

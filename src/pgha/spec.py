@@ -185,6 +185,8 @@ class Ports(Frozen):
     postgresql_replicas: Annotated[int, Field(ge=1, le=65535)] = 5433
     """HAProxy frontend for read-only traffic, routed to replicas via Patroni's /replica."""
     restapi: Annotated[int, Field(ge=1, le=65535)] = 8008
+    pgbackrest: Annotated[int, Field(ge=1, le=65535)] = 8432
+    """pgBackRest's TLS server on the backup node and on every PostgreSQL node."""
     haproxy_monitor: Annotated[int, Field(ge=1, le=65535)] = 8404
     """HAProxy's stats page on the node's address, behind a password (pgha's probes read it), and its
     health URI on 127.0.0.1 (keepalived's check)."""
@@ -306,6 +308,13 @@ class Paths(Frozen):
     prometheus_conf: AbsPath = "/etc/prometheus"
     """Prometheus, Alertmanager and the exporters' configs (the Debian packages' directory)."""
     prometheus_data: AbsPath = "/var/lib/prometheus"
+    pgbackrest_conf: AbsPath = "/etc/pgbackrest"
+    """pgBackRest's configuration directory (pgbackrest.conf), on the backup and PostgreSQL nodes."""
+    pgbackrest_repo: AbsPath = "/var/lib/pgbackrest"
+    """The backup repository, on the backup node."""
+    pgbackrest_log: AbsPath = "/var/log/pgbackrest"
+    pgbackrest_spool: AbsPath = "/var/spool/pgbackrest"
+    """pgBackRest's spool and lock files."""
     patroni_venv: AbsPath = "/opt/pgha/patroni"
     """A virtualenv with Patroni, built from the system Python so ``postgres`` can execute it."""
 
@@ -315,6 +324,32 @@ class Pki(Frozen):
 
     leaf_days: Annotated[int, Field(ge=31, le=3650)] = 365
     """Validity of new leaf certificates (servers, clients); renewed when 30 days are left."""
+
+
+BackupType = Literal["full", "diff", "incr"]
+DEFAULT_SCHEDULE: dict[BackupType, str] = {"full": "Sun *-*-* 01:00:00", "diff": "Mon..Sat *-*-* 01:00:00"}
+"""A full backup weekly, a differential the other days (systemd OnCalendar)."""
+
+
+class Backup(Frozen):
+    """Backups with pgBackRest, taken on the backup node (the spec's node of role ``backup``; without one
+    there are no backups and this section is ignored). The stanza is the cluster's name."""
+
+    retention_full: Annotated[int, Field(ge=1, le=100)] = 2
+    """Full backups kept (older ones expire with the WAL only they need)."""
+    cipher: Literal["aes-256-cbc", "none"] = "aes-256-cbc"
+    """Repository encryption; the passphrase is generated into the cluster's secrets (0600)."""
+    compress: Literal["zst", "lz4", "gz", "bz2", "none"] = "zst"
+    compress_level: Annotated[int | None, Field(ge=0, le=19)] = None
+    backup_standby: bool = True
+    """Copy the data files from a replica (the primary only starts and stops the backup)."""
+    process_max: Annotated[int, Field(ge=1, le=64)] = 2
+    max_age_hours: Annotated[int, Field(ge=1)] = 26
+    """Doctor warns when the newest backup is older (a daily differential, with slack)."""
+    schedule: dict[BackupType, Annotated[str, Field(pattern=r"^[A-Za-z0-9*:.,/~ -]{1,64}$")]] = Field(
+        default_factory=lambda: dict(DEFAULT_SCHEDULE))
+    """systemd timers on the backup node (servers; the lab has no systemd: `pgha backup` on demand), as
+    OnCalendar expressions per backup type."""
 
 
 class LabSettings(Frozen):
@@ -455,6 +490,7 @@ class ClusterSpec(Frozen):
     watchdog: Watchdog = Watchdog()
     paths: Paths = Paths()
     pki: Pki = Pki()
+    backup: Backup = Backup()
     lab: LabSettings = LabSettings()
     monitoring: Monitoring = Monitoring()
     deploy: Deploy | None = None

@@ -71,7 +71,8 @@ class Target(abc.ABC):
         """Everything the node gets (from the PKI and secrets on disk; see :meth:`ensure_material`)."""
         return build(self.spec, node, CertFiles.load(self.state, self.spec, node), load_secrets(self.state),
                      root=self.root(node), etcd_state=etcd_state, watchdog=self.allows_watchdog,
-                     whole_host=self.whole_hosts, pgdg_key=read_pgdg_key(self.spec) if self.whole_hosts else None)
+                     whole_host=self.whole_hosts, pgdg_key=read_pgdg_key(self.spec) if self.whole_hosts else None,
+                     peer_root=self.root)
 
     def plans(self, etcd_state: ClusterState = "new") -> list[NodePlan]:
         """Every node's plan, in the spec's order."""

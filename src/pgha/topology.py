@@ -10,16 +10,18 @@ from pgha.spec import ClusterSpec, Node, Ports, Role
 
 MONITOR_SERVICES = ("pgha-webhook", "prometheus-alertmanager", "prometheus-blackbox-exporter", "prometheus")
 """The monitor role's services (pgha.monitoring builds them), in start order."""
-SERVICES = ("etcd", "patroni", "haproxy", "keepalived", "postgres_exporter", *MONITOR_SERVICES)
-"""Every service pgha runs, in the seed's start order, then monitoring's."""
+SERVICES = ("etcd", "patroni", "haproxy", "keepalived", "pgbackrest", "postgres_exporter", *MONITOR_SERVICES)
+"""Every service pgha runs, in the seed's start order, then backups' and monitoring's."""
 
 ROLE_SERVICES: dict[Role, tuple[str, ...]] = {
     Role.POSTGRES: ("etcd", "patroni", "postgres_exporter"),
     Role.HAPROXY: ("haproxy", "keepalived"),
-    Role.BACKUP: (),
+    Role.BACKUP: ("pgbackrest",),
     Role.MONITOR: MONITOR_SERVICES,
 }
 """The long-running services of each role, in start order."""
+WITH_BACKUP: dict[Role, tuple[str, ...]] = {Role.POSTGRES: ("pgbackrest",)}
+"""Services a role runs besides its own when the spec has a backup node (started first)."""
 
 PortTarget = tuple[Node, int, str]
 """(target node, port, what listens there)."""
@@ -28,7 +30,8 @@ PortTarget = tuple[Node, int, str]
 def services_of(spec: ClusterSpec, node: Node) -> tuple[str, ...]:
     """The long-running services of the node's role, in start order (the spec decides the ones that
     depend on other roles being present)."""
-    return ROLE_SERVICES[node.role]
+    extra = WITH_BACKUP.get(node.role, ()) if spec.backup_node is not None else ()
+    return extra + ROLE_SERVICES[node.role]  # first: archiving reaches it as soon as PostgreSQL runs
 
 
 def _reaches(p: Ports, source: Role | None) -> list[tuple[Role, int, str]]:
@@ -44,9 +47,12 @@ def _reaches(p: Ports, source: Role | None) -> list[tuple[Role, int, str]]:
                 (Role.HAPROXY, p.haproxy_monitor, "HAProxy stats")]
     if source is Role.POSTGRES:
         return [(Role.POSTGRES, p.etcd_client, "etcd client"), (Role.POSTGRES, p.etcd_peer, "etcd peer"),
-                (Role.POSTGRES, p.postgresql, "PostgreSQL"), (Role.POSTGRES, p.restapi, "Patroni REST API")]
+                (Role.POSTGRES, p.postgresql, "PostgreSQL"), (Role.POSTGRES, p.restapi, "Patroni REST API"),
+                (Role.BACKUP, p.pgbackrest, "pgBackRest")]  # archive-push/get, restores
     if source is Role.HAPROXY:
         return [(Role.POSTGRES, p.postgresql, "PostgreSQL"), (Role.POSTGRES, p.restapi, "Patroni REST API")]
+    if source is Role.BACKUP:
+        return [(Role.POSTGRES, p.pgbackrest, "pgBackRest")]  # backups
     return []
 
 
@@ -55,7 +61,8 @@ def port_matrix(spec: ClusterSpec, source: Node | None) -> list[PortTarget]:
 
     The seed's section 2 table: PostgreSQL nodes reach each other on etcd's client and peer ports,
     PostgreSQL (replication, pg_rewind) and Patroni's REST API; HAProxy nodes reach PostgreSQL and the
-    REST API (health checks). The operator's machine (pgha's probes) reaches etcd's client port,
+    REST API (health checks); PostgreSQL nodes and the backup node reach each other's pgBackRest
+    servers. The operator's machine (pgha's probes) reaches etcd's client port,
     PostgreSQL and the REST API of the PostgreSQL nodes and the HAProxy nodes' stats port.
     VRRP (IP protocol 112, unicast between the HAProxy nodes) is not TCP: the VIP diagnoses judge it from the holders;
     the applications' port on the VIP exists once keepalived holds it (verify checks it).

@@ -22,7 +22,7 @@ from pgha.transport.base import CommandResult
 def loopback_spec() -> ClusterSpec:
     data = spec_mod.default_data(subnet="127.0.0.0/24")
     data["ports"] = {"etcd_client": 42379, "etcd_peer": 42380, "postgresql": 45432, "postgresql_replicas": 45433,
-                     "restapi": 48008, "haproxy_monitor": 48404}
+                     "restapi": 48008, "haproxy_monitor": 48404, "pgbackrest": 48432}
     data["deploy"] = {"packages": "bundle", "ssh": {"user": "root"}}
     return spec_mod.parse(data)
 
@@ -39,7 +39,8 @@ def test_the_seeds_table_as_pairs() -> None:
     spec = loopback_spec()
     pg, ha = spec.postgres_nodes, spec.haproxy_nodes
     assert {(t.name, p) for t, p, _ in port_matrix(spec, pg[0])} == {
-        (n.name, p) for n in pg[1:] for p in (42379, 42380, 45432, 48008)}
+        (n.name, p) for n in pg[1:] for p in (42379, 42380, 45432, 48008)} | {("backup-01", 48432)}
+    assert {(t.name, p) for t, p, _ in port_matrix(spec, spec.node("backup-01"))} == {(n.name, 48432) for n in pg}
     assert {p for _, p, _ in port_matrix(spec, ha[0])} == {45432, 48008}
     operator = {(t.name, p) for t, p, _ in port_matrix(spec, None)}
     monitor = spec.monitor_node
@@ -48,16 +49,17 @@ def test_the_seeds_table_as_pairs() -> None:
         (monitor.name, 9090), (monitor.name, 9093)}
     assert {(t.name, p) for t, p, _ in port_matrix(spec, monitor)} == {
         (n.name, p) for n in pg for p in (42379, 48008, 9187)} | {(n.name, 48404) for n in ha}
-    assert sum(len(v) for v in ports.pairs(spec, spec.nodes).values()) == 3 * 8 + 3 * 6 + 12 + 14
+    assert sum(len(v) for v in ports.pairs(spec, spec.nodes).values()) == 3 * 8 + 3 * 6 + 12 + 14 + 6
 
 
 def test_limit_keeps_the_pairs_touching_the_selected_node() -> None:
     spec = loopback_spec()
     chosen = spec.node("postgres-02")
     todo = ports.pairs(spec, (chosen,))
-    assert len(todo[chosen]) == 8  # its own connects to both peers
+    assert len(todo[chosen]) == 9  # its own connects to both peers and to the backup node
     assert all(t == chosen for s, targets in todo.items() if s != chosen for t, _, _ in targets)
     assert len(todo[spec.node("haproxy-01")]) == 2 and len(todo[None]) == 3
+    assert len(todo[spec.node("backup-01")]) == 1
 
 
 def test_a_blocked_pair_is_named_with_its_firewall_rule() -> None:
@@ -114,9 +116,10 @@ def test_the_whole_check_on_loopback_with_listeners_and_a_foreign_holder(monkeyp
         decoy.kill()
         decoy.wait()
     assert not report.blocked, report.lines()
-    assert len(report.facts) == 68  # 54 of the seed, 12 from the monitor node, 2 from the operator to it
-    assert report.listened["postgres-02"] == (9187, 42379, 42380, 45432, 48008)
-    assert report.listened["postgres-01"] == (9187, 42379, 42380, 48008)
+    assert len(report.facts) == 74  # 54 of the seed, 12 from the monitor node, 2 from the operator to it, 6 pgBackRest
+    assert report.listened["postgres-02"] == (9187, 42379, 42380, 45432, 48008, 48432)
+    assert report.listened["postgres-01"] == (9187, 42379, 42380, 48008, 48432)
+    assert report.listened["backup-01"] == (48432,)
     assert report.listened["haproxy-01"] == (48404,)
     [problem] = report.problems
     assert problem.startswith("postgres-01 127.0.0.203:45432 is in use by ") and f"(pid {os.getpid()}" in problem

@@ -52,9 +52,10 @@ def test_crash_kills_every_service_and_the_postmaster_held_down(lab: Lab) -> Non
     assert lab.transport.calls == [("kill", "postgres-02", "postgres_exporter", "KILL", True),  # type: ignore[attr-defined]
                                    ("kill", "postgres-02", "patroni", "KILL", True),
                                    ("kill_postmaster", "postgres-02", "KILL"),
-                                   ("kill", "postgres-02", "etcd", "KILL", True)]
+                                   ("kill", "postgres-02", "etcd", "KILL", True),
+                                   ("kill", "postgres-02", "pgbackrest", "KILL", True)]
     assert said == ("postgres-02 crashed: SIGKILL postgres_exporter (pid 100), patroni (pid 101), postmaster "
-                    "(pid 4242), etcd (pid 103); "
+                    "(pid 4242), etcd (pid 103), pgbackrest (pid 104); "
                     "held down until `pgha lab start postgres-02`")
 
 
@@ -62,10 +63,11 @@ def test_crash_of_an_haproxy_node_and_start_of_every_service(lab: Lab) -> None:
     lab.crash("haproxy-02")
     assert [c[2] for c in lab.transport.calls] == ["keepalived", "haproxy"]  # type: ignore[attr-defined]
     lab.transport.calls.clear()  # type: ignore[attr-defined]
-    assert lab.start("postgres-01") == "started etcd, patroni, postgres_exporter on postgres-01"
+    assert lab.start("postgres-01") == "started pgbackrest, etcd, patroni, postgres_exporter on postgres-01"
     assert lab.start("haproxy-02", "keepalived") == "started keepalived on haproxy-02"
-    assert lab.transport.calls == [("start", "postgres-01", "etcd"), ("start", "postgres-01", "patroni"),  # type: ignore[attr-defined]
-                                   ("start", "postgres-01", "postgres_exporter"), ("start", "haproxy-02", "keepalived")]
+    assert lab.transport.calls == [("start", "postgres-01", "pgbackrest"), ("start", "postgres-01", "etcd"),  # type: ignore[attr-defined]
+                                   ("start", "postgres-01", "patroni"), ("start", "postgres-01", "postgres_exporter"),
+                                   ("start", "haproxy-02", "keepalived")]
 
 
 def test_crash_needs_a_running_lab_and_a_known_node(lab: Lab) -> None:

@@ -140,7 +140,7 @@ def test_server_cert(state: StateLayout, issued: pki.PkiReport, index: int) -> N
     name, member, address = PG_NODES[index]
     c = cert(state, f"server-{name}")
     assert pki.common_name(c) == name
-    dns = (f"DNS:{name}", f"DNS:{member}", "DNS:localhost")
+    dns = (f"DNS:{name}", f"DNS:{member}", "DNS:localhost", f"DNS:{address}")  # the last for pgBackRest
     assert pki.san_strings(c) == (f"IP:{address}", f"IP:{VIP}", "IP:127.0.0.1", *dns)
     assert pki.extended_usages(c) == ("serverAuth", "clientAuth")
 

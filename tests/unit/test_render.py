@@ -36,21 +36,24 @@ SECRETS = Secrets(superuser_password="SuperSecret1", replication_password="ReplS
                   restapi_password="RestSecret1", vrrp_password="Vrrp1234", etcd_root_password="EtcdRoot1",
                   etcd_patroni_password="EtcdPatroni1", etcd_probe_password="EtcdProbe1", app_password="AppSecret1",
                   rewind_password="RewindSecret1", haproxy_stats_password="StatsSecret1",
-                  monitor_password="MonitorSecret1")
+                  monitor_password="MonitorSecret1", backup_cipher_pass="BackupCipher1")
 
 POSTGRES_CONFIGS = ("etc/etcd/etcd.env", "etc/patroni/config.yml", "etc/patroni/pgha-role-change.json",
                     "etc/systemd/system/etcd.service", "etc/systemd/system/patroni.service",
                     "etc/prometheus/web.yml", "etc/prometheus/postgres_exporter.env",
-                    "etc/prometheus/postgres_exporter.pass", "etc/systemd/system/postgres_exporter.service")
+                    "etc/prometheus/postgres_exporter.pass", "etc/systemd/system/postgres_exporter.service",
+                    "etc/pgbackrest/pgbackrest.conf", "etc/systemd/system/pgbackrest.service")
 MONITOR_CONFIGS = ("etc/prometheus/prometheus.yml", "etc/prometheus/pgha-rules.yml", "etc/prometheus/alertmanager.yml",
                    "etc/prometheus/blackbox.yml", "etc/prometheus/web.yml",
                    *(f"etc/systemd/system/{s}.service" for s in ("pgha-webhook", "prometheus-alertmanager",
                                                                   "prometheus-blackbox-exporter", "prometheus")))
 HAPROXY_CONFIGS = ("etc/haproxy/haproxy.cfg", "etc/keepalived/keepalived.conf", "etc/keepalived/check_haproxy.sh",
                    "etc/systemd/system/keepalived.service.d/pgha.conf")
-NODES = [f"haproxy-0{i}" for i in (1, 2, 3)] + [f"postgres-0{i}" for i in (1, 2, 3)] + ["monitor-01"]
-GOLDEN_CASES = [(n, p) for n in NODES for p in (POSTGRES_CONFIGS if n.startswith("postgres") else
-                                                MONITOR_CONFIGS if n.startswith("monitor") else HAPROXY_CONFIGS)]
+BACKUP_CONFIGS = ("etc/pgbackrest/pgbackrest.conf", "etc/systemd/system/pgbackrest.service")
+NODES = [f"haproxy-0{i}" for i in (1, 2, 3)] + [f"postgres-0{i}" for i in (1, 2, 3)] + ["backup-01", "monitor-01"]
+GOLDEN_CASES = [(n, p) for n in NODES for p in {"postgres": POSTGRES_CONFIGS, "haproxy": HAPROXY_CONFIGS,
+                                                 "backup": BACKUP_CONFIGS,
+                                                 "monitor": MONITOR_CONFIGS}[n.split("-")[0]]]
 
 
 def fake_certs(spec: ClusterSpec, node: Node) -> CertFiles:
@@ -160,6 +163,8 @@ POSTGRES_FILES = {
     "/etc/prometheus/postgres_exporter.env": ("root", "root", 0o600, ()),
     "/etc/prometheus/postgres_exporter.pass": ("prometheus", "prometheus", 0o600, ()),
     "/etc/systemd/system/postgres_exporter.service": ("root", "root", 0o644, ()),
+    "/etc/pgbackrest/pgbackrest.conf": ("root", "postgres", 0o640, ()),
+    "/etc/systemd/system/pgbackrest.service": ("root", "root", 0o644, ()),
 }
 HAPROXY_FILES = {
     "/etc/haproxy/ca.crt": ("root", "root", 0o644, ()),
@@ -468,15 +473,19 @@ def test_init_certs_render_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(first) == 24 and {a for a, _ in first} == {"created"}  # CA + 11 leaves, key and certificate each
 
     assert main(["render", "--spec", "cluster.yml", "--out", "out"]) == 0
-    assert "postgres-01: 22 files" in capsys.readouterr().err
+    assert "postgres-01: 24 files" in capsys.readouterr().err
     out = tmp_path / "out"
     counts = {d.name: sum(1 for f in d.rglob("*") if f.is_file() and not f.is_symlink())
               for d in out.iterdir() if d.is_dir()}
-    assert counts == {**{f"haproxy-0{i}": 6 for i in (1, 2, 3)}, **{f"postgres-0{i}": 22 for i in (1, 2, 3)},
-                      "backup-01": 4, "monitor-01": 14}
+    assert counts == {**{f"haproxy-0{i}": 6 for i in (1, 2, 3)}, **{f"postgres-0{i}": 24 for i in (1, 2, 3)},
+                      "backup-01": 10, "monitor-01": 14}  # backup-01: a timer with its service per backup type
     manifest = (out / "MANIFEST.tsv").read_text().splitlines()
     # header, then directories, files and the patronictl link of each role
-    assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (9 + 22 + 1) + (2 + 4) + (6 + 14)
+    assert len(manifest) == 1 + 3 * (3 + 6) + 3 * (12 + 24 + 1) + (6 + 10) + (6 + 14)
+    timer = (out / "backup-01/etc/systemd/system/pgbackrest-diff.timer").read_text()
+    assert "OnCalendar=Mon..Sat *-*-* 01:00:00\nPersistent=true" in timer
+    assert ("ExecStart=/usr/bin/pgbackrest --config-path=/etc/pgbackrest --stanza=postgresql-cluster backup "
+            "--type=full\n") in (out / "backup-01/etc/systemd/system/pgbackrest-full.service").read_text()
     assert "backup-01\t/etc/etcd/certs/server.key\tpostgres\tpostgres\t0600\t\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs/ca.crt\tetcd\tetcd\t0644\tu:postgres:r\tfile" in manifest
     assert "postgres-01\t/etc/etcd/certs/etcd-node1.key\tetcd\tetcd\t0600\t\tfile" in manifest

@@ -13,13 +13,22 @@ import sys
 import click
 
 from pgha import __version__
-from pgha.cli import deploy_cmds, doctor_cmds, drill_cmds, lab_cmds, lifecycle_cmds, ops_cmds, spec_cmds
+from pgha.cli import (
+    backup_cmds,
+    deploy_cmds,
+    doctor_cmds,
+    drill_cmds,
+    lab_cmds,
+    lifecycle_cmds,
+    ops_cmds,
+    spec_cmds,
+)
 from pgha.cli.common import cli
 from pgha.cli.output import print_error
 from pgha.errors import Interrupted, PghaError, UsageError, pgha_command, use_spec_file
 
 # importing them registers their commands on `cli`
-_COMMAND_MODULES = (spec_cmds, lab_cmds, ops_cmds, drill_cmds, doctor_cmds, deploy_cmds, lifecycle_cmds)
+_COMMAND_MODULES = (spec_cmds, lab_cmds, ops_cmds, drill_cmds, doctor_cmds, deploy_cmds, lifecycle_cmds, backup_cmds)
 
 __all__ = ["cli", "main", "__version__"]
 

@@ -28,10 +28,28 @@ class _ScenarioCommand(click.Command):
         return [self.options_metavar or "[OPTIONS]"]  # the name is SCENARIO, already in the command path
 
 
+def restore_drill(spec_path: str | None, fmt: str) -> None:
+    from pgha.cli.backup_cmds import repository
+    from pgha.drill import restore
+    from pgha.ops import Operations
+    from pgha.probe import Credentials
+
+    repo = repository(spec_path)
+    creds = Credentials.of(repo.spec)
+    r = restore.run(repo, Operations(repo.spec, creds, repo.transport), creds, say=lambda m: err.print(f"[dim]{m}[/]"))
+    emit(r.as_dict(), fmt, table("pgha drill restore", ["target", "rows checked", "rows wrong", "restore",
+                                                        "archive lag", "verify", "new leader"],
+                                 [(r.target, r.rows_checked, r.rows_wrong, f"{r.restore_seconds} s",
+                                   f"{r.archive_lag_seconds} s", "ok" if r.verify_ok else "FAILED", r.new_leader)]))
+    if not r.safe:
+        raise CheckFailed(f"restore drill: {r.rows_missing} rows missing, {r.rows_extra} rows after the target, "
+                          f"verify {'ok' if r.verify_ok else 'failed'}")
+
+
 def _scenarios() -> list[str]:
     from pgha.drill.scenarios import SCENARIOS
 
-    return list(SCENARIOS)
+    return [*SCENARIOS, "restore"]
 
 
 @cli.group(cls=_DrillGroup, no_args_is_help=True)
@@ -54,7 +72,11 @@ def drill() -> None:
               help="Write drill.json and one timeline PNG per run into this directory.")
 def scenario(spec_path: str | None, fmt: str, name: str, repeat: int, sync: bool, via: str,
              report_dir: str | None) -> None:
-    """Inject a fault under load and measure outage, lost writes, split brain and recovery."""
+    """Inject a fault under load and measure outage, lost writes, split brain and recovery; `restore`:
+    backup, writes, a target time, writes, switchover, restore to the target, every row checked."""
+    if name == "restore":
+        restore_drill(spec_path, fmt)
+        return
     from pgha.drill import report, timeline
     from pgha.drill.runner import DrillRunner
     from pgha.drill.runner import scenario as find

@@ -229,11 +229,19 @@ def _target(fn):  # type: ignore[no-untyped-def]
 @_target
 @click.option("--with-password", is_flag=True,
               help="Put the password in the DSN (default: a passfile= of the state directory, mode 0600).")
+@click.option("--restore", "restore", default=None, metavar="NAME",
+              help="The scratch instance of `pgha restore --into NAME` (on the backup node).")
 def dsn_cmd(spec_path: str | None, target: str, node: str | None, superuser: bool, dbname: str | None,
-            with_password: bool) -> None:
+            with_password: bool, restore: str | None) -> None:
     """Print a libpq DSN (verify-full against the CA): psql "$(pgha dsn --vip)"."""
     from pgha.probe import Credentials
     from pgha.probe.pg import client_dsn
+
+    if restore:
+        from pgha.cli.backup_cmds import restorer
+
+        click.echo(restorer(spec_path).dsn(restore, superuser=superuser))
+        return
 
     spec = load_spec(spec_path, lab_fallback=True)
     if node:

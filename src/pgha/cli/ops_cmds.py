@@ -112,6 +112,15 @@ def status_cmd(spec_path: str | None, fmt: str, watch: float | None) -> None:
         time.sleep(watch)
 
 
+def archiving_after(spec: ClusterSpec) -> None:
+    """After the primary moved: pgBackRest's check says whether WAL archiving follows the new primary."""
+    from pgha.cli.backup_cmds import archiving_check
+
+    said = archiving_check(spec)
+    if said:
+        err.print(said)
+
+
 def _after(ops: Operations, message: str) -> None:
     err.print(message)
     snap = ops.snapshot()
@@ -128,6 +137,8 @@ def switchover(spec_path: str | None, candidate: str | None, at: str | None, for
     ops = _ops(spec_path)
     confirm(force, f"switch the primary over to {candidate or 'the best replica'}")
     _after(ops, ops.switchover(candidate, at))
+    if not at:
+        archiving_after(ops.spec)
 
 
 @cli.command()
@@ -139,6 +150,7 @@ def failover(spec_path: str | None, candidate: str, force: bool) -> None:
     ops = _ops(spec_path)
     confirm(force, f"fail over to {candidate}")
     _after(ops, ops.failover(candidate))
+    archiving_after(ops.spec)
 
 
 @cli.group("etcd")

@@ -35,10 +35,11 @@ def packages_for(spec: ClusterSpec, node: Node) -> tuple[str, ...]:
         v = spec.postgresql.version
         tarball = spec.deploy is not None and spec.deploy.etcd.source == "tarball"
         etcd = () if tarball else ("etcd-server", "etcd-client")
+        backup = ("pgbackrest",) if spec.backup_node is not None else ()
         return (f"postgresql-{v}", f"postgresql-client-{v}", *etcd, "python3-venv",
-                "prometheus-postgres-exporter", *common)
-    if node.is_backup:
-        return common
+                "prometheus-postgres-exporter", *backup, *common)
+    if node.is_backup:  # pgBackRest needs PostgreSQL's client library and brings the postgres user
+        return ("pgbackrest", *common)
     if node.is_monitor:
         return ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter", "python3", *common)
     return ("haproxy", "keepalived", *common)

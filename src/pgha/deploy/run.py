@@ -138,7 +138,10 @@ def reactions(node: Node, plan: NodePlan, changed: list[str]) -> list[tuple[str,
                 add("reload", "patroni", path)
             if path == lay.unit("patroni"):
                 add("restart", "patroni", path)
-        else:
+        if "pgbackrest" in services_of(lay.spec, node) and path in (
+                lay.pgbackrest_conf, lay.server_crt, lay.server_key, lay.ca_crt, lay.unit("pgbackrest")):
+            add("restart", "pgbackrest", path)
+        if node.is_haproxy:
             if path in (lay.haproxy_cfg, lay.haproxy_ca):
                 add("reload", "haproxy", path)
             if path in (lay.keepalived_conf, lay.keepalived_check):
@@ -272,8 +275,10 @@ class Deployer:
             self.t.parallel(self.selected, lambda n: self.t.apply(plans[n.name]))
             self.t.install_services([plans[n.name] for n in self.selected])
         if fresh:
+            self.orch.start_backup_servers()
             self.orch.start_etcd()
             self.orch.start_patroni()
+            self.orch.ensure_stanza(list(plans.values()))
             self.orch.set_etcd_state("existing", list(plans.values()))
             self.orch.start_proxies()
             self.orch.etcd_leader_off()
@@ -281,6 +286,7 @@ class Deployer:
         else:
             self.converge(facts, plans, paths)
             self.orch.ensure_roles()  # a cluster bootstrapped before pgha made them
+            self.orch.ensure_stanza(list(plans.values()))  # idempotent; a backup node added later gets it
         result.seconds = time.monotonic() - t0
         if check:
             result.verify = self.verify()
@@ -330,6 +336,13 @@ class Deployer:
                 for n in self.selected}
         pg = [n for n in self.selected if n.is_postgres]
         ha = [n for n in self.selected if n.is_haproxy]
+        for node in self.selected:  # pgBackRest's servers: before Patroni, whose archiving needs them
+            if "pgbackrest" in down[node.name]:
+                with o.step(f"start pgbackrest on {node.name}"):
+                    self.t.start(node, "pgbackrest")
+            elif ("restart", "pgbackrest") in [(a, s) for a, s, _ in todo[node.name]]:
+                with o.step(f"restart pgbackrest on {node.name}"):
+                    self.t.restart(node, "pgbackrest")
         for node in pg:
             if ("restart", "etcd") in [(a, s) for a, s, _ in todo[node.name]] and "etcd" not in down[node.name]:
                 with o.step(f"restart etcd on {node.name}"):

@@ -20,7 +20,19 @@ import psycopg
 import yaml
 from cryptography import x509
 
-from pgha.doctor.model import CertFact, Evidence, FileFact, NodeFacts, PgFact, PortFact, SlotFact, etcd3_section
+from pgha.backup.repo import Repository
+from pgha.doctor.model import (
+    ArchiverFact,
+    BackupFact,
+    CertFact,
+    Evidence,
+    FileFact,
+    NodeFacts,
+    PgFact,
+    PortFact,
+    SlotFact,
+    etcd3_section,
+)
 from pgha.errors import PghaError
 from pgha.layout import NodeLayout
 from pgha.pki import issued_by, san_strings
@@ -35,7 +47,7 @@ from pgha.target import Target
 from pgha.topology import port_matrix, services_of
 from pgha.transport.base import Transport
 
-LOG_LINES = {"patroni": 300, "etcd": 100, "haproxy": 60, "keepalived": 60}
+LOG_LINES = {"patroni": 300, "etcd": 100, "haproxy": 60, "keepalived": 60, "pgbackrest": 60}
 """Lines of each service's log doctor reads (others: :data:`OTHER_LOG_LINES`)."""
 OTHER_LOG_LINES = 30
 CONNECT_TIMEOUT = 1
@@ -174,6 +186,8 @@ def _pg(spec: ClusterSpec, node: Node, creds: Credentials, password: str | None)
             recv = conn.execute("select status, sender_host from pg_stat_wal_receiver").fetchone()
             senders = conn.execute("select coalesce(host(client_addr), 'local') from pg_stat_replication "
                                    "where state = 'streaming'").fetchall()
+            arch = conn.execute("select archived_count, failed_count, last_archived_wal, last_archived_time, "
+                                "last_failed_wal, last_failed_time from pg_stat_archiver").fetchone()
             slots = [] if row[0] else conn.execute(
                 "select slot_name, active, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint "
                 "from pg_replication_slots").fetchall()
@@ -182,7 +196,8 @@ def _pg(spec: ClusterSpec, node: Node, creds: Credentials, password: str | None)
     return PgFact(True, None, bool(row[0]), bool(row[1]), bool(row[2]), str(row[3] or ""),
                   str(recv[0]) if recv else None, str(recv[1]) if recv else None,
                   tuple(str(s[0]) for s in senders),
-                  tuple(SlotFact(str(n), bool(a), int(b)) for n, a, b in slots))
+                  tuple(SlotFact(str(n), bool(a), int(b)) for n, a, b in slots),
+                  archiver=ArchiverFact(*arch) if arch else None)
 
 
 def _yaml(raw: bytes | None) -> dict[str, Any] | None:
@@ -271,10 +286,11 @@ def collect(target: Target, creds: Credentials) -> Evidence:
         cluster_ca: bytes | None = (state.pki / "ca.crt").read_bytes()
     except OSError:
         cluster_ca = None
-    with ThreadPoolExecutor(max_workers=len(spec.nodes) + 2) as pool:
+    with ThreadPoolExecutor(max_workers=len(spec.nodes) + 3) as pool:
         snap_f = pool.submit(Prober(spec, creds, transport).snapshot)
         ops_f = pool.submit(operator_ports, spec)
         futures = [pool.submit(node_facts, target, n, creds, cluster_ca) for n in spec.nodes]
+        backup_f = pool.submit(_backup, target) if spec.backup_node is not None else None
         nodes, notes = [], []
         for node, fut in zip(spec.nodes, futures, strict=True):
             try:
@@ -284,4 +300,14 @@ def collect(target: Target, creds: Credentials) -> Evidence:
                 notes.append(f"could not inspect {node.name}: {_short(exc)}")
         return Evidence(spec, snap_f.result(), tuple(nodes), creds.secrets.superuser_password,
                         datetime.now(UTC), command=lambda n, s, a: target.service_command(spec.node(n), s, a),
-                        operator_ports=ops_f.result(), notes=tuple(notes))
+                        operator_ports=ops_f.result(), notes=tuple(notes),
+                        backup=backup_f.result() if backup_f else None, scheduled_backups=target.whole_hosts)
+
+
+def _backup(target: Target) -> BackupFact:
+    node = target.spec.backup_node
+    assert node is not None
+    try:
+        return BackupFact(Repository(target.spec, target.transport, target.layout(node)).info())
+    except PghaError as exc:
+        return BackupFact(None, exc.message)

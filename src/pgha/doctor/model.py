@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pgha.backup.repo import RepoInfo
 from pgha.probe.snapshot import ClusterSnapshot
 from pgha.problems import Severity
 from pgha.spec import ClusterSpec, Node
@@ -115,6 +116,33 @@ class SlotFact:
 
 
 @dataclass(frozen=True)
+class ArchiverFact:
+    """pg_stat_archiver of one PostgreSQL (only a primary archives)."""
+
+    archived_count: int
+    failed_count: int
+    last_archived_wal: str | None = None
+    last_archived_time: datetime | None = None
+    last_failed_wal: str | None = None
+    last_failed_time: datetime | None = None
+
+    @property
+    def failing(self) -> bool:
+        """The last attempt failed (a failure since the last success)."""
+        if not self.failed_count or self.last_failed_time is None:
+            return False
+        return self.last_archived_time is None or self.last_failed_time > self.last_archived_time
+
+
+@dataclass(frozen=True)
+class BackupFact:
+    """The repository as the backup node's pgBackRest sees it (``pgbackrest info``), or why it could not."""
+
+    info: RepoInfo | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class PgFact:
     """PostgreSQL on one node, asked directly over TLS with the superuser of Patroni's config."""
 
@@ -130,6 +158,7 @@ class PgFact:
     """Client addresses of pg_stat_replication rows (on a primary)."""
     slots: tuple[SlotFact, ...] = ()
     """Replication slots (read on a primary only)."""
+    archiver: ArchiverFact | None = None
 
 
 def etcd3_section(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -190,6 +219,10 @@ class Evidence:
     """The same connects from the operator's machine: tells a dead service from a blocked path."""
     notes: tuple[str, ...] = ()
     """Facts that could not be collected, and why."""
+    backup: BackupFact | None = None
+    """The repository (None: the spec has no backup node)."""
+    scheduled_backups: bool = False
+    """Backups run on a schedule (servers' timers); in the lab they are taken on demand only."""
 
     def facts(self, name: str) -> NodeFacts | None:
         return next((f for f in self.nodes if f.node.name == name or f.node.member_name == name), None)

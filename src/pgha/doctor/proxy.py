@@ -20,7 +20,8 @@ def services_down(ev: Evidence) -> list[Finding]:
                 continue
             log = last_line(f.log(s.service), "error", "fatal", "alert", "exit", "stopped", "killed")
             role = {"haproxy": "this node routes no client", "keepalived": "this node can no longer hold the VIP",
-                    "patroni": "its PostgreSQL is not managed and not a member"}.get(s.service, "")
+                    "patroni": "its PostgreSQL is not managed and not a member",
+                    "pgbackrest": "WAL archiving, backups and restores through it stop"}.get(s.service, "")
             out.append(Finding(f"{s.service} is not running on {f.node.name}" + (f": {role}" if role else ""),
                                f"service state: {s.detail}" + (f"; last log line: {log}" if log else ""),
                                ev.start(f.node, s.service), node=f.node.name, code=_down_code(s.service)))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from pgha.doctor import dcs, network, postgres, protection, proxy, tls
+from pgha.doctor import backup, dcs, network, postgres, protection, proxy, tls
 from pgha.doctor.collect import collect
 from pgha.doctor.model import Diagnosis, DoctorReport, Evidence, Finding
 from pgha.probe import Credentials
 from pgha.target import Target
 
-DIAGNOSES: tuple[Diagnosis, ...] = (*dcs.DIAGNOSES, *postgres.DIAGNOSES, *protection.DIAGNOSES, *proxy.DIAGNOSES,
-                                    *tls.DIAGNOSES, *network.DIAGNOSES)
+DIAGNOSES: tuple[Diagnosis, ...] = (*dcs.DIAGNOSES, *postgres.DIAGNOSES, *protection.DIAGNOSES, *backup.DIAGNOSES,
+                                    *proxy.DIAGNOSES, *tls.DIAGNOSES, *network.DIAGNOSES)
 """In the order a person should read the findings: the cluster's brain first, then data and what protects
 it, clients, files."""
 

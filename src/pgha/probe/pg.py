@@ -70,10 +70,11 @@ def client_env(spec: ClusterSpec, creds: Credentials) -> dict[str, str]:
 
 def client_dsn(spec: ClusterSpec, creds: Credentials, *, node: str | None = None, replicas: bool = False,
                multi_host: bool = False, superuser: bool = False, dbname: str | None = None,
-               with_password: bool = False) -> str:
-    """The DSN `pgha dsn` prints: the password in a 0600 passfile of the state directory unless asked for."""
+               with_password: bool = False, at: tuple[str, int] | None = None) -> str:
+    """The DSN `pgha dsn` prints: the password in a 0600 passfile of the state directory unless asked for;
+    ``at``: (host, port) of another instance of the cluster's data (a restore's scratch instance)."""
     passfile = None if with_password else _passfile(spec, creds)
-    host, port = endpoint(spec, node, replicas, multi_host)
+    host, port = at or endpoint(spec, node, replicas, multi_host)
     return dsn(host, port, creds, superuser=superuser, dbname=dbname, connect_timeout=5 if not multi_host else 2,
                passfile=passfile)
 

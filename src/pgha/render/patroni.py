@@ -19,6 +19,7 @@ import yaml
 
 from pgha.layout import NodeLayout
 from pgha.pki import PATRONI_USER
+from pgha.render import pgbackrest
 from pgha.secrets import Secrets
 from pgha.spec import MONITOR_USER, REPLICATION_USER, REWIND_USER, SUPERUSER, ClusterSpec
 from pgha.tlspolicy import MIN_VERSION, OPENSSL_CIPHERS
@@ -67,6 +68,12 @@ def config(layout: NodeLayout, secrets: Secrets, *, watchdog: bool = False) -> d
         "unix_socket_directories": layout.pg_socket_dir,
         **spec.postgresql.parameters,
     }
+    archive: dict[str, Any] = {}
+    if spec.backup_node is not None:  # WAL to the repository from whichever node is primary
+        parameters |= {"archive_mode": "on", "archive_command": pgbackrest.archive_command(layout)}
+        archive = {"recovery_conf": {"restore_command": pgbackrest.restore_command(layout)},
+                   "create_replica_methods": ["pgbackrest", "basebackup"],
+                   "pgbackrest": pgbackrest.replica_method(layout), "basebackup": {"checkpoint": "fast"}}
     return {
         "scope": spec.name,
         "namespace": spec.cluster.namespace,
@@ -124,6 +131,7 @@ def config(layout: NodeLayout, secrets: Secrets, *, watchdog: bool = False) -> d
             },
             "parameters": parameters,
             "pg_hba": _hba(layout),
+            **archive,
             # Keeps etcd's leadership off the new leader's node (pgha.etcd_leader): never blocks Patroni.
             "callbacks": {"on_role_change": f"{spec.paths.patroni_venv}/bin/python {layout.role_change_script} "
                                             f"--config {layout.role_change_config}"},

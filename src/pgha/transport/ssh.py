@@ -276,7 +276,8 @@ class SshTransport(Transport):
         """daemon-reload and enable every service of the plans (the unit files are plan files)."""
         def one(plan: NodePlan) -> None:
             names = " ".join(s.name for s in plan.services)
-            res = self.shell(plan.node, f"systemctl daemon-reload && systemctl enable --quiet {names}")
+            timers = f" && systemctl enable --now --quiet {' '.join(plan.timers)}" if plan.timers else ""
+            res = self.shell(plan.node, f"systemctl daemon-reload && systemctl enable --quiet {names}{timers}")
             if not res.ok:
                 raise PghaError(f"{plan.node.name}: enabling {names} failed", details=res.stderr.strip())
 
