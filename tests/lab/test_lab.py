@@ -170,7 +170,8 @@ def test_crash_is_a_power_cut_until_lab_start(lab: Lab, lab_spec_file: str,
         assert lab.postmaster_pid(old) is None
     finally:
         assert main(["lab", "start", old.name, "--spec", lab_spec_file]) == 0
-    assert " ".join(capsys.readouterr().err.split()) == f"started pgbackrest, etcd, patroni, postgres_exporter on {old.name}"
+    assert " ".join(capsys.readouterr().err.split()) == \
+        f"started pgbackrest, etcd, patroni, postgres_exporter on {old.name}"
     snap = wait_until(lambda: (s := Prober(lab.spec, creds).snapshot()).leader and s.leader.name == new
                       and any(m.name == old.member_name and m.state == "streaming" for m in s.replicas)
                       and all(m.healthy for m in s.etcd) and s, 60)
