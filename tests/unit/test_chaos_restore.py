@@ -9,6 +9,7 @@ from pgha import spec as spec_mod
 from pgha.drill.scenarios import DrillContext
 from pgha.lab.target import LabTarget
 from pgha.spec import Node
+from pgha.topology import services_of
 from tests.unit.fakes import FakeTransport
 
 SPEC = spec_mod.parse(spec_mod.default_data(lab=True, name="pgha-unit-chaos"))
@@ -49,8 +50,8 @@ def test_restore_puts_back_every_fault_even_when_one_fails() -> None:
         ctx.restore()
     assert fake.verbs("thaw") == [("thaw", "postgres-02", "101,102")]
     assert fake.verbs("heal") == [("heal", "postgres-03", "")]
-    assert fake.verbs("start") == [("start", "postgres-01", "etcd"), ("start", "postgres-01", "patroni"),
-                                   ("start", "haproxy-01", "keepalived")]
+    assert fake.verbs("start") == [("start", "postgres-01", s) for s in services_of(SPEC, pg1)] + [
+        ("start", "haproxy-01", "keepalived")]
     assert ctx.faulted == [] and ctx.frozen == []
     ctx.restore()  # nothing left: nothing done twice
-    assert len(fake.verbs("start", "thaw", "heal")) == 5
+    assert len(fake.verbs("start", "thaw", "heal")) == 3 + len(services_of(SPEC, pg1))

@@ -124,6 +124,6 @@ def test_the_whole_check_on_loopback_with_listeners_and_a_foreign_holder(monkeyp
     [problem] = report.problems
     assert problem.startswith("postgres-01 127.0.0.203:45432 is in use by ") and f"(pid {os.getpid()}" in problem
     assert problem.endswith("not by pgha's services")
-    assert len([p for p in pids if p]) == 7 and not any(_alive(p) for p in pids if p)  # killed by pid
+    assert len([p for p in pids if p]) == 8 and not any(_alive(p) for p in pids if p)  # killed by pid
     assert any("VRRP" in n and "not checked" in n for n in report.notes)
     assert report.seconds < 10
