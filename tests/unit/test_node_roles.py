@@ -40,20 +40,13 @@ def test_every_role_has_its_services() -> None:
     assert services_of(plain, plain.node("postgres-01")) == ("etcd", "patroni", "postgres_exporter")
 
 
-def test_one_backup_node_at_most() -> None:
+@pytest.mark.parametrize(("role", "first"), [("backup", 6), ("monitor", 7)])
+def test_one_backup_and_one_monitor_node_at_most(role: str, first: int) -> None:
     data = default_data(lab=True)
-    data["nodes"].append({"name": "backup-02", "role": "backup", "address": "10.203.0.208"})
+    data["nodes"].append({"name": f"{role}-02", "role": role, "address": "10.203.0.208"})
     with pytest.raises(SpecError) as exc:
         parse(data)
-    assert str(exc.value.message).startswith("cluster.yml: nodes[8].role: a second backup node (also nodes[6])")
-
-
-def test_one_monitor_node_at_most() -> None:
-    data = default_data(lab=True)
-    data["nodes"].append({"name": "monitor-02", "role": "monitor", "address": "10.203.0.208"})
-    with pytest.raises(SpecError) as exc:
-        parse(data)
-    assert str(exc.value.message).startswith("cluster.yml: nodes[8].role: a second monitor node (also nodes[7])")
+    assert str(exc.value.message).startswith(f"cluster.yml: nodes[8].role: a second {role} node (also nodes[{first}])")
 
 
 def test_backup_and_postgres_nodes_reach_each_others_pgbackrest() -> None:
