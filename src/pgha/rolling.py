@@ -12,12 +12,15 @@ import threading
 import time
 from collections.abc import Callable
 
+from pgha import poll
 from pgha.errors import UsageError, pgha_command
 from pgha.ops import Operations
 from pgha.probe.patroni import PatroniMember
 from pgha.probe.snapshot import ClusterSnapshot
 
 RESTART_TIMEOUT = 120.0
+WHOLE_WAIT = 15.0
+"""Seconds to see the cluster whole before refusing to start."""
 
 
 def _whole(snap: ClusterSnapshot) -> bool:
@@ -36,11 +39,12 @@ def rolling_restart(ops: Operations, pending_only: bool = False, say: Callable[[
                     timeout: float = RESTART_TIMEOUT) -> str:
     """Restart PostgreSQL on every member (``pending_only``: those with a pending restart), replicas first,
     the primary after a switchover; a sentence saying what was done."""
-    snap = ops.snapshot()
-    if not snap.whole:
-        raise UsageError(f"the cluster is not whole: {snap.describe()}",
+    try:  # one snapshot can miss a busy node's answer: a few seconds to see the cluster whole
+        snap = ops.wait("a whole cluster", _whole, WHOLE_WAIT)
+    except poll.TimedOut as exc:
+        raise UsageError(f"the cluster is not whole: {exc.reason}",
                          hint=f"a rolling restart takes one member out at a time: heal it first "
-                              f"(`{pgha_command('doctor')}`)")
+                              f"(`{pgha_command('doctor')}`)") from None
     if snap.paused:
         raise UsageError("the cluster is paused: the switchover of a rolling restart needs Patroni's care",
                          hint=f"`{pgha_command('resume')}` first")

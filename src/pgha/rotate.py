@@ -134,10 +134,12 @@ class CertRotator:
         return Orchestrator(self.spec, self.target.transport, self.reporter, Credentials.of(self.spec))
 
     def require_whole(self, orch: Orchestrator) -> None:
-        snap = orch.prober.snapshot()
-        if not snap.whole:
-            raise UsageError(f"the cluster is not whole: {snap.describe()}",
-                             hint=f"a rotation reloads every node: heal it first (`{pgha_command('doctor')}`)")
+        try:  # one snapshot can miss a busy node's answer: a few seconds to see the cluster whole
+            poll.until("a whole cluster", partial(self._whole, orch), 15, interval=0.5)
+        except poll.TimedOut as exc:
+            raise UsageError(f"the cluster is not whole: {exc.reason}",
+                             hint=f"a rotation reloads every node: heal it first "
+                                  f"(`{pgha_command('doctor')}`)") from None
 
     def rotate_leaves(self) -> RotationResult:
         """Every leaf re-issued from the cluster CA and in use; the CA kept."""

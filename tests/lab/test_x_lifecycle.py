@@ -1,5 +1,5 @@
 """Changing the running lab without downtime, each change under the drill prober (sync on): certificate
-rotation, rolling restart. Runs after the drills (the leader moves) and leaves the lab whole, its
+rotation, an etcd member rebuilt. Runs after the drills (the leader moves) and leaves the lab whole, its
 certificates verifying."""
 
 from __future__ import annotations
@@ -54,3 +54,20 @@ def test_certs_rotate_under_load_reloads_every_listener_without_a_restart(
     # Every client of the cluster still verifies: pgha's own probes (new client certificates) see it whole.
     assert main(["verify", "--spec", lab_spec_file, "--format", "json"]) == 0
     capsys.readouterr()
+
+
+def test_etcd_replace_rebuilds_a_member_whose_data_is_lost_under_load(
+        lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from pgha.etcd_leader import operator_gateway
+    from pgha.etcd_member import members
+
+    gw = operator_gateway(lab.spec, Credentials.of(lab.spec))
+    via = lab.spec.postgres_nodes[0].member_name
+    ids = {m["name"]: m["ID"] for m in members(gw, via)}
+    r = run_drill(["etcd-replace", "--spec", lab_spec_file], capsys)
+    assert "replaced" in str(r["action"]) and "quorum kept" in str(r["action"])
+    assert r["lost_acked_writes"] == 0 and r["safe"] is True
+    assert r["failed_attempts"] == 0, r  # two members of three kept the quorum: writes never stopped
+    now = {m["name"]: m for m in members(gw, via)}
+    assert set(now) == set(ids) and not any(m.get("isLearner") for m in now.values())
+    assert sum(now[n]["ID"] != ids[n] for n in ids) == 1  # exactly one member has a new identity
