@@ -174,6 +174,12 @@ class ChaosRunner:
 
     def _inject(self, step: Step, ctx: DrillContext) -> tuple[Node, str]:
         snap = self.ops.snapshot()
+        deadline = time.time() + 10
+        # The VIP holders can be unknown for a moment after a heal (seen in a soak: a haproxy-kill refused);
+        # the fault waits for them instead.
+        while step.role == "vip-holder" and not snap.vip_holders and time.time() < deadline:
+            time.sleep(0.5)
+            snap = self.ops.snapshot()
         node = self._resolve(step, snap)
         ctx.leader = self.spec.node(snap.leader.name) if snap.leader else node
         kind = step.kind
