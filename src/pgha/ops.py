@@ -4,6 +4,7 @@ waiting for its outcome. Works through the spec's addresses only, so the lab and
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -134,9 +135,13 @@ class Operations:
         if self.router is None:
             code, answer = ask()
         else:
-            others = [m.name for m in snap.members
-                      if m.name != leader.name and (not candidate or m.name == body["candidate"])]
-            done = self.last_handover = routing.handover(self.router, ask, partial(self.promoted, others), timeout)
+            others = {m.name: self.prober.api(self.spec.node(m.name), 0.5) for m in snap.members
+                      if m.name != leader.name and (not candidate or m.name == body["candidate"])}
+            with contextlib.ExitStack() as kept:
+                for other in others.values():
+                    kept.enter_context(other.kept_alive())
+                done = self.last_handover = routing.handover(self.router, ask, partial(self.promoted, others),
+                                                             timeout)
             code, answer, notes = done.code, done.answer, done.notes
         if code is None:
             raise PghaError(f"switchover: Patroni did not answer: {answer}{notes}",
@@ -160,14 +165,15 @@ class Operations:
         leader rejoining), for whoever acts next on the whole cluster."""
         return self.wait("every member streaming", ClusterSnapshot.healthy, timeout)
 
-    def promoted(self, members: list[str]) -> str | None:
-        """The one of ``members`` that holds the leader key with PostgreSQL out of recovery (Patroni's
-        ``/primary``: 200 and role primary), or None."""
-        def primary(name: str) -> bool:
-            code, body = self.prober.api(self.spec.node(name), 0.5).get("/primary")
+    @staticmethod
+    def promoted(members: dict[str, PatroniApi]) -> str | None:
+        """The one of ``members`` (name -> its REST API) that holds the leader key with PostgreSQL out of
+        recovery (Patroni's ``/primary``: 200 and role primary), or None."""
+        def primary(api: PatroniApi) -> bool:
+            code, body = api.get("/primary")
             return code == 200 and isinstance(body, dict) and body.get("role") in ("primary", "master")
 
-        seen = gather({m: partial(primary, m) for m in members}, 0.6)
+        seen = gather({m: partial(primary, api) for m, api in members.items()}, 0.6)
         return next((m for m, ok in seen.items() if ok is True), None)
 
     def failover(self, candidate: str, timeout: float = 60) -> str:

@@ -17,7 +17,8 @@ routed in either window gets SQLSTATE 25006. pgha owns the switchover, so it tel
    health left to the checks — the routing of before the switchover.
 
 The runtime API is HAProxy's admin socket (a unix socket, mode 0600, root's: rendered haproxy.cfg),
-reached on each HAProxy node through the Transport by a few lines of ``python3`` — no TCP listener.
+reached on each HAProxy node through the Transport (:meth:`~pgha.transport.base.Transport.unix_socket`) — no TCP
+listener.
 """
 
 from __future__ import annotations
@@ -41,23 +42,6 @@ if TYPE_CHECKING:
 RUNTIME_TIMEOUT = 3.0
 """Seconds for one HAProxy's commands (a command through SSH included)."""
 
-CLIENT = """
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(2)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\\n")
-out = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    out += chunk
-sys.stdout.write(out.decode(errors="replace"))
-"""
-"""Sends one line of commands to the admin socket and prints HAProxy's answer (non-interactive mode:
-HAProxy answers every command of the line, then closes)."""
-
 
 class Router:
     """Every HAProxy node's runtime API, for the primary backend's servers (Patroni member names)."""
@@ -69,13 +53,10 @@ class Router:
         return NodeLayout(self.spec, node, self.root_of(node)).haproxy_socket
 
     def _one(self, node: Node, line: str) -> str:
-        # The system's Python, isolated and without site: starts in ~40 ms (a pyenv shim takes ~0.5 s).
-        res = self.transport.run(node, ["/usr/bin/python3", "-I", "-S", "-c", CLIENT, self.socket(node), line],
-                                 timeout=RUNTIME_TIMEOUT)
-        answer = res.stdout.strip()
-        if not res.ok:
-            raise RuntimeError((res.stderr.strip().splitlines() or ["no answer"])[-1])
-        if answer:  # `set server` answers nothing when it did what it was told
+        # HAProxy answers every command of the line (non-interactive mode), then closes; `set server`
+        # answers nothing when it did what it was told.
+        answer = self.transport.unix_socket(node, self.socket(node), line, RUNTIME_TIMEOUT).strip()
+        if answer:
             raise RuntimeError(answer.splitlines()[0])
         return answer
 

@@ -3,15 +3,20 @@ Patroni is asked, routed to the promoted leader only, released on every other wa
 
 from __future__ import annotations
 
+import socket
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pgha import etcd_leader, routing
 from pgha import spec as spec_mod
+from pgha.errors import PghaError
+from pgha.lab.transport import NetnsTransport
 from pgha.ops import Operations
 from pgha.spec import Node
-from pgha.transport.base import CommandResult
+from pgha.transport.base import UNIX_CLIENT, CommandResult
 from tests.unit.fakes import CREDS, FakeProber, FakeTransport, snapshot
 
 SPEC = spec_mod.parse(spec_mod.default_data(lab=True))
@@ -26,7 +31,7 @@ class Runtime(FakeTransport):
         self.failing = failing or {}
 
     def run(self, node: Node, argv: list[str], *, timeout: float = 60, user: str | None = None) -> CommandResult:
-        assert argv[:4] == ["/usr/bin/python3", "-I", "-S", "-c"] and argv[4] == routing.CLIENT
+        assert argv[:4] == ["/usr/bin/python3", "-I", "-S", "-c"] and argv[4] == UNIX_CLIENT
         self.lines.append((node.name, argv[5], argv[6]))
         return self.failing.get(node.name, CommandResult(tuple(argv), 0, "\n", ""))
 
@@ -63,10 +68,34 @@ def test_an_haproxy_that_answers_an_error_or_fails_is_named() -> None:
                  "haproxy-03": CommandResult((), 1, "", "Traceback...\nConnectionRefusedError: [Errno 111]")})
     errors = routing.Router(SPEC, t, lambda n: "").hold()
     assert errors == {"haproxy-02": "RuntimeError: No such server.",
-                      "haproxy-03": "RuntimeError: ConnectionRefusedError: [Errno 111]"}
-    assert routing.failed("hold", errors) == (
-        "; hold not told to haproxy-02 (RuntimeError: No such server.), haproxy-03 (RuntimeError: "
-        "ConnectionRefusedError: [Errno 111]) (its health checks route there)")
+                      "haproxy-03": "PghaError: haproxy-03: /run/pgha/haproxy.sock: ConnectionRefusedError: "
+                                    "[Errno 111]"}
+    assert routing.failed("hold", {"haproxy-02": errors["haproxy-02"]}) == (
+        "; hold not told to haproxy-02 (RuntimeError: No such server.) (its health checks route there)")
+
+
+def test_the_lab_speaks_to_an_admin_socket_in_process(tmp_path: Path) -> None:
+    """The lab's nodes share this machine's filesystem: no namespace, no process for a unix socket."""
+    path = str(tmp_path / "haproxy.sock")
+    heard: list[bytes] = []
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen(1)
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                heard.append(conn.recv(1024))
+                conn.sendall(b"No such server.\n")
+
+        t = threading.Thread(target=answer)
+        t.start()
+        assert NetnsTransport(SPEC).unix_socket(SPEC.node("haproxy-01"), path, "set server x/y state drain") == \
+            "No such server.\n"
+        t.join()
+    assert heard == [b"set server x/y state drain\n"]
+    with pytest.raises(PghaError, match=r"haproxy-01: .*haproxy.sock: \[Errno 111\] Connection refused"):
+        NetnsTransport(SPEC).unix_socket(SPEC.node("haproxy-01"), path, "show info")
 
 
 class Steps(routing.Router):

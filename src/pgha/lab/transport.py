@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -58,6 +59,20 @@ class NetnsTransport(Transport):
         except subprocess.TimeoutExpired:
             return CommandResult(tuple(full), 124, "", f"timed out after {timeout:g} s")
         return completed(proc, full)
+
+    def unix_socket(self, node: Node, path: str, line: str, timeout: float = 3.0) -> str:
+        """In-process: the lab's nodes share this machine's filesystem, and a unix socket is no network."""
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(timeout)
+                s.connect(path)
+                s.sendall(line.encode() + b"\n")
+                chunks = []
+                while chunk := s.recv(65536):
+                    chunks.append(chunk)
+        except OSError as exc:
+            raise PghaError(f"{node.name}: {path}: {exc}") from None
+        return b"".join(chunks).decode(errors="replace")
 
     def put_file(self, node: Node, entry: FileEntry) -> bool:
         return _sync([entry])
