@@ -119,13 +119,17 @@ class Steps(routing.Router):
 
 def test_handover_holds_as_it_asks_and_routes_the_promoted_leader() -> None:
     steps: list[str] = []
-    looks = iter([None, None, "postgresql-02"])
+    looks: list[str] = []
 
     def ask() -> tuple[int, Any]:
         steps.append("ask")
         return 200, "Successfully switched over"
 
-    done = routing.handover(Steps(steps), ask, lambda: next(looks), timeout=5)
+    def promoted() -> str | None:  # a few looks in vain, then (once Patroni was asked) the new leader
+        looks.append("look")
+        return "postgresql-02" if len(looks) > 2 and "ask" in steps else None
+
+    done = routing.handover(Steps(steps), ask, promoted, timeout=5)
     assert sorted(steps[:2]) == ["ask", "hold"] and steps[2:] == ["route postgresql-02"]
     assert (done.code, done.leader, done.notes) == (200, "postgresql-02", "")
     assert done.routed_at is not None
@@ -162,9 +166,8 @@ def test_switchover_with_a_router_holds_asks_and_routes_the_candidate(monkeypatc
     steps: list[str] = []
     promoted = snapshot(SPEC, leader="postgresql-02", streaming=["postgresql-03"], routes_to="postgresql-02")
     prober = FakeProber(SPEC, [snapshot(SPEC), promoted])
-    # The candidate holds the key but PostgreSQL is still in recovery: not yet; then promoted.
-    primary = iter([(200, {"role": "replica"}), (200, {"role": "primary"})])
-    prober.answers[("GET", "/primary")] = lambda body: next(primary)
+    # The candidate holds the key but PostgreSQL is still in recovery until Patroni was asked: then promoted.
+    prober.answers[("GET", "/primary")] = lambda body: (200, {"role": "primary" if "ask" in steps else "replica"})
     prober.answers[("POST", "/switchover")] = lambda body: steps.append("ask") or (200, "ok")
     o = Operations(SPEC, CREDS, None, prober=prober, router=Steps(steps))
     assert o.switchover("postgres-02") == (
