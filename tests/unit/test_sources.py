@@ -139,7 +139,12 @@ def test_a_bundle_knows_where_its_postgresql_came_from(tmp_path: Path) -> None:
     pgdg = spec_mod.parse(servers(packages="bundle",
                                   postgresql={"source": "pgdg", "keyring": str(tmp_path / "pgdg.asc")}))
     b = Bundle(tmp_path / "bundle")
-    assert b.built_for(dist) and not b.built_for(pgdg)  # no record: built before it existed, from the distribution
+    assert not b.built_for(dist) and not b.built_for(pgdg)  # no record: built before it existed, stale
     (tmp_path / "bundle").mkdir()
     (tmp_path / "bundle/sources.json").write_text(json.dumps(bundle_sources(pgdg)))
     assert b.built_for(pgdg) and not b.built_for(dist)
+    # a bundle built when a role needed fewer packages (pgha added one since) is stale
+    older = bundle_sources(pgdg)
+    older["packages"]["postgres"] = older["packages"]["postgres"][1:]
+    (tmp_path / "bundle/sources.json").write_text(json.dumps(older))
+    assert not b.built_for(pgdg)

@@ -41,6 +41,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pgha.deploy.packages import all_packages, packages_for
 from pgha.errors import MissingPrerequisite, PghaError, UsageError, pgha_command
@@ -102,8 +103,9 @@ class Bundle:
         return data
 
     def built_for(self, spec: ClusterSpec) -> bool:
-        """Whether the bundle's PostgreSQL came from where the spec says (``sources.json``; a bundle
-        without one was built from the distribution)."""
+        """Whether the bundle was built for what the spec installs: PostgreSQL from where the spec says and
+        each role's packages as the spec's nodes need them today (``sources.json``; a bundle recorded
+        without its packages predates that record: stale)."""
         path = self.dir / "sources.json"
         have = json.loads(path.read_text()) if path.exists() else {"postgresql": "distribution"}
         return bool(have == bundle_sources(spec))
@@ -113,11 +115,16 @@ def _altered(message: str) -> PghaError:
     return PghaError(message, hint=f"rebuild it from trusted sources: {pgha_command('bundle', 'build', '--force')}")
 
 
-def bundle_sources(spec: ClusterSpec) -> dict[str, str]:
-    """Where a bundle's PostgreSQL packages come from, as recorded in ``sources.json``."""
+def bundle_sources(spec: ClusterSpec) -> dict[str, Any]:
+    """What a bundle is built from, as recorded in ``sources.json``: where its PostgreSQL packages come
+    from, and the packages of each role the spec's nodes have (a role's list grows with pgha: pgBackRest,
+    exporters — a bundle built before lacks them)."""
     assert spec.deploy is not None
     pg = spec.deploy.postgresql
-    return {"postgresql": "pgdg", "mirror": pg.mirror} if pg.source == "pgdg" else {"postgresql": "distribution"}
+    where = {"postgresql": "pgdg", "mirror": pg.mirror} if pg.source == "pgdg" else {"postgresql": "distribution"}
+    packages = {r: sorted(packages_for(spec, next(n for n in spec.nodes if n.role.value == r)))
+                for r in roles_of(spec)}
+    return {**where, "packages": packages}
 
 
 def host_codename() -> str:
