@@ -20,7 +20,7 @@ from pgha.plan import NodePlan, etcd_env_file
 from pgha.probe import Credentials
 from pgha.probe.cluster import Prober
 from pgha.render.etcd import ClusterState
-from pgha.spec import ClusterSpec, Node
+from pgha.spec import ClusterSpec, Node, Role
 from pgha.topology import services_of
 from pgha.transport.base import Transport
 
@@ -274,18 +274,20 @@ class Orchestrator:
             self.wait("keepalived, wait for the VIP", self.vip_answers, 30, "keepalived", ha)
 
     def bring_up(self, plans: list[NodePlan]) -> Timings:
-        """The seed's order: configs, etcd, first Patroni, the others, etcd 'existing', HAProxy, VIP; then
-        monitoring (its start-up would only slow the others' on a small machine)."""
+        """The seed's order: configs, etcd, first Patroni, the others, etcd 'existing', HAProxy, VIP; the
+        monitor node from the start (it needs nothing of the others: started last, its start-up overlapped the
+        first checks and made them time out on two cores), postgres_exporter once its role exists."""
         self.apply_plans(plans)
+        self.start_monitoring(self.spec.nodes_of(Role.MONITOR))
         self.start_backup_servers()
         self.start_etcd()
         self.start_patroni()
         stanza = self.stanza_in_background(plans)  # off the critical path: it needs only the leader
+        self.start_monitoring(self.spec.postgres_nodes)
         self.set_etcd_state("existing", plans)
         self.start_proxies()
         self.finish_stanza(stanza)
         self.etcd_leader_off()
-        self.start_monitoring(self.spec.nodes)
         return self.timings
 
     def start_monitoring(self, nodes: tuple[Node, ...]) -> None:

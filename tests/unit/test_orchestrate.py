@@ -18,6 +18,7 @@ from pgha.probe.haproxy import HaproxyView
 from pgha.probe.snapshot import ClusterSnapshot
 from pgha.render.etcd import parse_env
 from pgha.spec import ClusterSpec
+from pgha.topology import MONITOR_SERVICES
 from tests.unit.fakes import CREDS, FakeProber, FakeTransport, snapshot
 from tests.unit.test_snapshot import FakeClock
 
@@ -73,26 +74,26 @@ def test_bring_up_runs_the_seeds_order_and_waits_for_each_outcome() -> None:
     pg = [n.name for n in SPEC.postgres_nodes]
     ha = [n.name for n in SPEC.haproxy_nodes]
     monitor = ["pgha-webhook", "prometheus-alertmanager", "prometheus-blackbox-exporter", "prometheus"]
-    assert starts == ([(n, "pgbackrest") for n in pg] + [("backup-01", "pgbackrest")]
+    assert starts == ([("monitor-01", s) for s in monitor]  # from the start: it needs nothing of the others
+                      + [(n, "pgbackrest") for n in pg] + [("backup-01", "pgbackrest")]
                       + [(n, "etcd") for n in pg] + [(n, "patroni") for n in pg]
+                      + [(n, "postgres_exporter") for n in pg]  # once its role exists
                       + [(n, "etcd") for n in pg]  # initial-cluster-state flipped to existing: one at a time
-                      + [(n, "haproxy") for n in ha] + [(n, "keepalived") for n in ha]
-                      # monitoring last: its start-up must not slow the cluster's
-                      + [(n, "postgres_exporter") for n in pg] + [("monitor-01", s) for s in monitor])
+                      + [(n, "haproxy") for n in ha] + [(n, "keepalived") for n in ha])
     envs = [path for verb, _, path in t.verbs("put") if path.endswith("etcd.env")]
     assert len(envs) == 3
     for n in SPEC.postgres_nodes:
         env = parse_env((t.read_file(n, NodeLayout(SPEC, n, "").etcd_env) or b"").decode())
         assert env["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
     assert [name for name, _ in timings.steps] == [
-        "certificates and configs", "pgBackRest servers", "etcd on the postgres nodes",
+        "certificates and configs", "monitoring on monitor-01", "pgBackRest servers", "etcd on the postgres nodes",
         "etcd health (all members, mTLS)", "etcd authorization (users, roles, auth on)",
         "Patroni on postgres-01, wait for Leader", "Patroni on postgres-02, postgres-03, wait for streaming replicas",
-        "application and rewind roles", "etcd initial-cluster-state = existing", "HAProxy on the haproxy nodes",
+        "application and rewind roles", "monitoring on postgres-01, postgres-02, postgres-03",
+        "etcd initial-cluster-state = existing", "HAProxy on the haproxy nodes",
         "keepalived, wait for the VIP",
         "pgBackRest stanza, archiving checked",  # begun after the roles, in the background
-        "etcd leadership off the Patroni leader's node",
-        "monitoring on postgres-01, postgres-02, postgres-03, monitor-01"]
+        "etcd leadership off the Patroni leader's node"]
     assert MOVED == ["postgresql-01"]  # off the node of Patroni's leader
     assert ("run", "backup-01", "/usr/bin/pgbackrest --config-path=/etc/pgbackrest --stanza=postgresql-cluster "
                                 "stanza-create") in t.calls
@@ -114,7 +115,8 @@ def test_a_step_that_never_succeeds_names_itself_its_logs_and_the_likely_cause()
     assert ("--- postgres-03 etcd (last lines) ---\n"
             "rejected connection from 10.203.0.203 (bad certificate)") in err.details
     assert "--- postgres-01 etcd (last lines) ---\n(empty)" in err.details
-    assert {s for _, _, s in t.verbs("start")} == {"pgbackrest", "etcd"}  # nothing after the failed step
+    # nothing after the failed step (the monitor node starts before it)
+    assert {s for _, _, s in t.verbs("start")} - set(MONITOR_SERVICES) == {"pgbackrest", "etcd"}
 
 
 def test_haproxy_must_route_to_the_leader_not_just_to_one_server() -> None:
