@@ -1,6 +1,6 @@
 """Changing the running lab without downtime, each change under the drill prober (sync on): certificate
-rotation, an etcd member rebuilt. Runs after the drills (the leader moves) and leaves the lab whole, its
-certificates verifying."""
+rotation, a rolling restart, an etcd member rebuilt. Runs after the drills (the leader moves) and leaves the
+lab whole, its certificates verifying."""
 
 from __future__ import annotations
 
@@ -71,3 +71,15 @@ def test_etcd_replace_rebuilds_a_member_whose_data_is_lost_under_load(
     now = {m["name"]: m for m in members(gw, via)}
     assert set(now) == set(ids) and not any(m.get("isLearner") for m in now.values())
     assert sum(now[n]["ID"] != ids[n] for n in ids) == 1  # exactly one member has a new identity
+
+
+def test_rolling_restart_under_load_restarts_replicas_first_then_the_old_primary(
+        lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    started = postmaster_starts(lab)
+    r = run_drill(["rolling-restart", "--spec", lab_spec_file], capsys)
+    assert r["lost_acked_writes"] == 0 and r["safe"] is True and r["split_brain_acks"] == 0
+    assert r["new_leader"] != r["old_leader"]  # the switchover of the sequence
+    after = postmaster_starts(lab)
+    assert all(after[n] > started[n] for n in started), (started, after)  # every postmaster restarted
+    old = next(n.name for n in lab.spec.postgres_nodes if n.member_name == r["old_leader"])
+    assert all(after[n] < after[old] for n in after if n != old)  # the old primary last
