@@ -103,6 +103,9 @@ def postgres_node(layout: NodeLayout, secrets: Secrets, backup: Node, peer: Peer
         ("repo1-host-cert-file", layout.server_crt),
         ("repo1-host-key-file", layout.server_key),
         ("archive-timeout", 30),
+        # a repository that refuses or does not answer fails archive-push after 15 s, not the default 60 s of
+        # connection retries: PostgreSQL records the failure (doctor, alerts) and retries; nothing is lost
+        ("io-timeout", 15),
         *_cipher(layout, secrets),
     ]
     stanza = [("pg1-path", layout.pg_data), ("pg1-port", spec.ports.postgresql),
