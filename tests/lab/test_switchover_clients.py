@@ -95,7 +95,10 @@ def test_switchovers_never_route_a_new_connection_to_a_read_only_server(lab: Lab
                       if started < t.started < until and t.server == str(candidate.address)), None)
         assert first is not None, f"no new connection committed on {candidate.name} after its switchover"
         after_routed.append(round(returned - first, 2))
-    assert max(after_routed) <= 2.0, after_routed
+    # behaviour, not speed (bench/failover.py has the figures): it returns once routed, without waiting for
+    # the old leader's rejoin (Patroni sleeps 2 s after releasing the key, then restarts it: ~10 s); a loaded
+    # 2-core CI machine gave up to 4.5 s here, an idle one under 2 s
+    assert max(after_routed) <= 6.0, after_routed
     assert sum(t.server is not None for t in client.tries) > SWITCHOVERS * 20  # the client wrote throughout
 
 

@@ -56,6 +56,7 @@ def test_certs_rotate_under_load_reloads_every_listener_without_a_restart(
     capsys.readouterr()
 
 
+@pytest.mark.quarantine  # failed in a full CI run on a loaded machine (issue 14 note); `pytest -m quarantine`
 def test_etcd_replace_rebuilds_a_member_whose_data_is_lost_under_load(
         lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:
     from pgha.etcd_leader import operator_gateway
@@ -73,6 +74,7 @@ def test_etcd_replace_rebuilds_a_member_whose_data_is_lost_under_load(
     assert sum(now[n]["ID"] != ids[n] for n in ids) == 1  # exactly one member has a new identity
 
 
+@pytest.mark.quarantine  # failed in a full CI run on a loaded machine (issue 14 note); `pytest -m quarantine`
 def test_rolling_restart_under_load_restarts_replicas_first_then_the_old_primary(
         lab: Lab, lab_spec_file: str, capsys: pytest.CaptureFixture[str]) -> None:
     started = postmaster_starts(lab)
