@@ -20,6 +20,7 @@ from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
 from pgha.probe.cluster import Prober
 from pgha.spec import Node, Role
+from tests.lab.roles import roles
 
 pytestmark = pytest.mark.lab
 
@@ -103,13 +104,6 @@ def prove(lab: Lab, alerts: list[Expected], fault: Callable[[], object], heal: C
               lambda: f"it got {recorded(lab)[before:]}")
         print(f"\nALERT {want[0]}: firing {fired[want[0]]:.1f} s after the fault, resolved {resolved:.1f} s "
               "after the heal")
-
-
-def roles(lab: Lab) -> tuple[Node, list[Node]]:
-    snap = Prober(lab.spec, Credentials.of(lab.spec), lab.transport).snapshot()
-    assert snap.leader is not None
-    leader = lab.spec.node(snap.leader.name)
-    return leader, [n for n in lab.spec.postgres_nodes if n != leader]
 
 
 def test_every_target_is_up_and_nothing_fires_on_a_healthy_lab(lab: Lab) -> None:

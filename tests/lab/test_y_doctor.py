@@ -24,6 +24,7 @@ from pgha.probe import Credentials
 from pgha.probe import pg as pg_probe
 from pgha.probe.cluster import Prober
 from pgha.spec import Node
+from tests.lab.roles import roles
 
 pytestmark = pytest.mark.lab
 
@@ -65,13 +66,6 @@ def restored(lab: Lab, timeout: float = 120) -> Iterator[None]:
                 return False
             return not found
         wait_for(lab, "healthy again", healthy, timeout)
-
-
-def roles(lab: Lab) -> tuple[Node, list[Node]]:
-    snap = Prober(lab.spec, Credentials.of(lab.spec), lab.transport).snapshot()
-    assert snap.leader is not None
-    leader = lab.spec.node(snap.leader.name)
-    return leader, [n for n in lab.spec.postgres_nodes if n != leader]
 
 
 def layout(lab: Lab, node: Node) -> NodeLayout:
